@@ -1,0 +1,88 @@
+// swift-tools-version:6.1
+// Cove: a pull-through cache for OCI / Docker Registry v2 registries.
+// Targets follow ../shared/DESIGN.md; dependencies point down:
+// cove → MirrorServer → Mirror → {Upstream, BlobStore, CacheIndex} → OCI.
+import PackageDescription
+
+let package = Package(
+    name: "Cove",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cove", targets: ["cove"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CCurl",
+            path: "Sources/CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        .target(
+            name: "OCI",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .target(
+            name: "CacheIndex",
+            dependencies: ["OCI", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(
+            name: "BlobStore",
+            dependencies: ["OCI", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .target(
+            name: "Upstream",
+            dependencies: ["OCI", "CCurl", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "Mirror",
+            dependencies: [
+                "OCI", "CacheIndex", "BlobStore", "Upstream",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "MirrorServer",
+            dependencies: [
+                "OCI", "Mirror", "BlobStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "CoveConfig",
+            dependencies: ["Mirror", "Upstream", .product(name: "Yams", package: "Yams")]
+        ),
+        .executableTarget(
+            name: "cove",
+            dependencies: [
+                "OCI", "Mirror", "MirrorServer", "Upstream", "CoveConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI"]),
+        .testTarget(
+            name: "MirrorTests",
+            dependencies: ["Mirror", "BlobStore", "CacheIndex", "OCI", "MirrorServer", "CoveConfig", "Upstream"]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["OCI"]
+        ),
+    ]
+)

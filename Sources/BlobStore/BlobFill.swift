@@ -1,0 +1,259 @@
+import Foundation
+import OCI
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One blob being written into the store while any number of readers stream it as it grows.
+///
+/// The single writer (`writer`, driven from the transfer thread) appends bytes to a temp file and hashes them
+/// as they land. Readers wait for bytes with `waitForBytes(atLeast:)` and `pread` them from the same file.
+/// The last byte is withheld from readers until `BlobFillWriter.commit()` has verified digest and size, so no
+/// reader can ever send a complete body of a blob that fails verification (DESIGN.md, "a fill belongs to the
+/// cache"). On failure the temp file is unlinked and every waiting reader gets the error.
+public final class BlobFill: Sendable {
+    /// The digest the bytes must hash to.
+    public let digest: Digest
+    /// Read/write descriptor of the temp file; stays valid after rename or unlink until this object dies.
+    let fd: Int32
+    let tmpPath: String
+    let store: BlobStore
+    let state: Mutex<State>
+
+    /// Where a fill stands.
+    public enum Phase: Sendable, Equatable {
+        case filling
+        case committed
+        case failed(String)
+    }
+
+    struct Waiter {
+        let threshold: Int64
+        let continuation: CheckedContinuation<Int64, any Error>
+    }
+
+    struct State {
+        var written: Int64 = 0
+        var expectedSize: Int64?
+        var headKnown = false
+        var phase: Phase = .filling
+        var waiters: [Waiter] = []
+        var headWaiters: [CheckedContinuation<Int64?, any Error>] = []
+
+        /// Bytes a reader may send: everything once committed, all but the last byte before.
+        var visible: Int64 { phase == .committed ? written : max(0, written - 1) }
+    }
+
+    /// Creates the temp file for a fill of `digest`.
+    /// - Throws: `BlobStoreError.io` when the temp file cannot be created.
+    public init(store: BlobStore, digest: Digest) throws(BlobStoreError) {
+        self.digest = digest
+        self.store = store
+        tmpPath = store.tmpDirectory.path + "/" + digest.hex.prefix(16) + "-" + UUID().uuidString
+        fd = Glibc.open(tmpPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .io("cannot create \(tmpPath): \(String(cString: strerror(errno)))") }
+        state = Mutex(State())
+    }
+
+    /// The writing side. Call once and hand the result to exactly one producer.
+    public func makeWriter() -> BlobFillWriter { BlobFillWriter(fill: self) }
+
+    deinit {
+        close(fd)
+        if case .filling = state.withLock({ $0.phase }) { unlink(tmpPath) }
+    }
+
+    /// The current phase.
+    public var phase: Phase { state.withLock { $0.phase } }
+
+    /// Bytes written so far.
+    public var written: Int64 { state.withLock { $0.written } }
+
+    /// Waits until the size is known: the upstream announced it, or the fill committed.
+    /// - Returns: the blob size in bytes, or nil if the upstream sent no length and the fill is still running
+    ///   (never: a fill without a length resolves this only at commit).
+    /// - Throws: `BlobFillError.failed` when the fill failed first.
+    public func waitForSize() async throws -> Int64 {
+        while true {
+            let size: Int64? = try await withCheckedThrowingContinuation { c in
+                let resume: Result<Int64?, any Error>? = state.withLock { s in
+                    switch s.phase {
+                    case .committed: return .success(s.written)
+                    case .failed(let m): return .failure(BlobFillError.failed(m))
+                    case .filling:
+                        if s.headKnown, let e = s.expectedSize { return .success(e) }
+                        s.headWaiters.append(c)
+                        return nil
+                    }
+                }
+                if let resume { c.resume(with: resume) }
+            }
+            if let size { return size }
+        }
+    }
+
+    /// Waits until at least `threshold` bytes may be sent (or the fill ends).
+    /// - Returns: the number of bytes readers may send now (may exceed `threshold`; on commit, the whole size).
+    /// - Throws: `BlobFillError.failed` when the fill fails.
+    public func waitForBytes(atLeast threshold: Int64) async throws -> Int64 {
+        try await withCheckedThrowingContinuation { c in
+            let resume: Result<Int64, any Error>? = state.withLock { s in
+                if case .failed(let m) = s.phase { return .failure(BlobFillError.failed(m)) }
+                if s.visible >= threshold || s.phase == .committed { return .success(s.visible) }
+                s.waiters.append(Waiter(threshold: threshold, continuation: c))
+                return nil
+            }
+            if let resume { c.resume(with: resume) }
+        }
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` from the file being filled. Only call for bytes that
+    /// `waitForBytes` reported visible.
+    /// - Returns: bytes read, -1 on error.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
+        pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+    }
+
+    // MARK: writer-side state changes
+
+    func announce(size: Int64?) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Int64?, any Error>] in
+            s.expectedSize = size
+            s.headKnown = true
+            guard size != nil else { return [] }
+            defer { s.headWaiters = [] }
+            return s.headWaiters
+        }
+        for w in waiters { w.resume(returning: size) }
+    }
+
+    func advance(to written: Int64) {
+        let ready = state.withLock { s -> [Waiter] in
+            s.written = written
+            guard !s.waiters.isEmpty else { return [] }
+            let visible = s.visible
+            var ready: [Waiter] = []
+            s.waiters.removeAll { w in
+                if w.threshold <= visible { ready.append(w); return true }
+                return false
+            }
+            return ready
+        }
+        if !ready.isEmpty {
+            let visible = state.withLock { $0.visible }
+            for w in ready { w.continuation.resume(returning: visible) }
+        }
+    }
+
+    func finish(_ phase: Phase) {
+        let (waiters, headWaiters, written) = state.withLock { s in
+            s.phase = phase
+            defer { s.waiters = []; s.headWaiters = [] }
+            return (s.waiters, s.headWaiters, s.written)
+        }
+        switch phase {
+        case .committed:
+            for w in waiters { w.continuation.resume(returning: written) }
+            for w in headWaiters { w.resume(returning: written) }
+        case .failed(let m):
+            unlink(tmpPath)
+            for w in waiters { w.continuation.resume(throwing: BlobFillError.failed(m)) }
+            for w in headWaiters { w.resume(throwing: BlobFillError.failed(m)) }
+        case .filling:
+            break
+        }
+    }
+}
+
+/// A fill ended without a verified blob.
+public enum BlobFillError: Error, Sendable, CustomStringConvertible {
+    /// The fill failed; the message says why (upstream error, digest mismatch, ...).
+    case failed(String)
+    public var description: String {
+        switch self { case .failed(let m): "fill failed: \(m)" }
+    }
+}
+
+/// The producing side of a `BlobFill`: appends and hashes bytes, then verifies and commits.
+///
+/// Not thread-safe by design: exactly one producer (the upstream transfer thread) drives it, one call at a
+/// time; it is `@unchecked Sendable` only so that producer can be handed to that thread.
+public final class BlobFillWriter: @unchecked Sendable {
+    let fill: BlobFill
+    private var hasher: DigestHasher
+    private var written: Int64 = 0
+    private var expectedSize: Int64?
+    /// The largest blob accepted, in bytes (nil: no limit).
+    public var sizeLimit: Int64?
+
+    init(fill: BlobFill) {
+        self.fill = fill
+        hasher = DigestHasher(fill.digest.algorithm)
+    }
+
+    /// Bytes appended so far.
+    public var bytesWritten: Int64 { written }
+
+    /// Records the size the upstream announced (Content-Length of a full 200 response); nil when unknown.
+    /// - Throws: `BlobStoreError.tooLarge` when it exceeds `sizeLimit`.
+    public func expect(size: Int64?) throws(BlobStoreError) {
+        if let size, let sizeLimit, size > sizeLimit { throw .tooLarge(limit: sizeLimit) }
+        expectedSize = size
+        fill.announce(size: size)
+    }
+
+    /// Starts over from byte 0 (the upstream ignored a resume Range and sent the whole blob again).
+    public func restart() {
+        hasher = DigestHasher(hasher.algorithm)
+        written = 0
+        ftruncate(fill.fd, 0)
+        // Readers keep their offsets: the same content-addressed bytes are rewritten, and the final
+        // verification still guards the whole.
+    }
+
+    /// Writes `bytes` at the end of the temp file and hashes them.
+    /// - Throws: `BlobStoreError.io` on a write error, `.tooLarge` past `sizeLimit`, `.sizeMismatch` past the
+    ///   announced size.
+    public func append(_ bytes: UnsafeRawBufferPointer) throws(BlobStoreError) {
+        let newTotal = written + Int64(bytes.count)
+        if let expectedSize, newTotal > expectedSize { throw .sizeMismatch(expected: expectedSize, actual: newTotal) }
+        if let sizeLimit, newTotal > sizeLimit { throw .tooLarge(limit: sizeLimit) }
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fill.fd, bytes.baseAddress! + done, bytes.count - done, off_t(written) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io("write to \(fill.tmpPath) failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+        hasher.update(bytes)
+        written = newTotal
+        fill.advance(to: newTotal)
+    }
+
+    /// Verifies digest and size, fsyncs, renames into the store and releases all readers.
+    /// - Throws: `.digestMismatch`, `.sizeMismatch` or `.io`; the fill is then failed and its temp file gone.
+    public func commit() throws(BlobStoreError) {
+        do {
+            if let expectedSize, expectedSize != written { throw BlobStoreError.sizeMismatch(expected: expectedSize, actual: written) }
+            let actual = hasher.finalize()
+            guard actual == fill.digest else { throw BlobStoreError.digestMismatch(expected: fill.digest, actual: actual) }
+            guard fsync(fill.fd) == 0 else { throw BlobStoreError.io("fsync \(fill.tmpPath): \(String(cString: strerror(errno)))") }
+            try fill.store.commit(tmp: fill.tmpPath, as: fill.digest)
+        } catch let error as BlobStoreError {
+            fail(error.description)
+            throw error
+        } catch {
+            fail("\(error)")
+            throw .io("\(error)")
+        }
+        fill.finish(.committed)
+    }
+
+    /// Fails the fill: unlinks the temp file and wakes every reader with the error.
+    public func fail(_ reason: String) {
+        fill.finish(.failed(reason))
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import OCI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Content-addressed files on disk: `<root>/blobs/<algorithm>/<2 hex>/<hex>` for manifests and blobs alike,
+/// byte-exact, plus `<root>/tmp/` for fills in flight.
+///
+/// Files enter `blobs/` only by an atomic rename after their digest and size verified (see `BlobFill`), so a
+/// file under `blobs/` is always complete and correct, whatever crashed when.
+public struct BlobStore: Sendable {
+    /// The storage root directory.
+    public let root: URL
+
+    /// Opens (creating if needed) the store under `root` and removes orphaned temp files of fills that were
+    /// in flight when a previous process died.
+    /// - Throws: `BlobStoreError.io` when the directories cannot be created.
+    public init(root: URL) throws(BlobStoreError) {
+        self.root = root
+        for dir in [root.appendingPathComponent("blobs"), tmpDirectory] {
+            do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
+                throw .io("cannot create \(dir.path): \(error.localizedDescription)")
+            }
+        }
+        if let orphans = try? FileManager.default.contentsOfDirectory(atPath: tmpDirectory.path) {
+            for name in orphans { unlink(tmpDirectory.appendingPathComponent(name).path) }
+        }
+    }
+
+    var tmpDirectory: URL { root.appendingPathComponent("tmp") }
+
+    /// The path of the committed file for `digest` (it may not exist).
+    public func path(for digest: Digest) -> String {
+        let hex = digest.hex
+        return root.path + "/blobs/" + digest.algorithm.rawValue + "/" + hex.prefix(2) + "/" + hex
+    }
+
+    /// Opens the committed file for `digest` for reading.
+    /// - Returns: nil when the store does not hold it.
+    public func open(_ digest: Digest) -> BlobFile? {
+        let fd = Glibc.open(path(for: digest), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { close(fd); return nil }
+        return BlobFile(fd: fd, size: Int64(st.st_size))
+    }
+
+    /// Reads a whole committed file (for manifests, which are small).
+    /// - Returns: nil when missing or unreadable.
+    public func read(_ digest: Digest) -> [UInt8]? {
+        guard let file = open(digest) else { return nil }
+        var out = [UInt8](repeating: 0, count: Int(file.size))
+        let n = out.withUnsafeMutableBytes { file.read(into: $0, at: 0) }
+        return n == Int(file.size) ? out : nil
+    }
+
+    /// Removes the committed file for `digest` (used when the index and the disk disagree).
+    public func remove(_ digest: Digest) { unlink(path(for: digest)) }
+
+    /// Stores `bytes` whole after checking they hash to `digest`.
+    /// - Throws: `BlobStoreError.digestMismatch` or `.io`.
+    public func put(_ bytes: [UInt8], as digest: Digest) throws(BlobStoreError) {
+        let fill = try BlobFill(store: self, digest: digest)
+        let writer = fill.makeWriter()
+        do {
+            try writer.expect(size: Int64(bytes.count))
+            try bytes.withUnsafeBytes { raw in try writer.append(raw) }
+        } catch {
+            let e = error as? BlobStoreError ?? .io("\(error)")
+            writer.fail(e.description)
+            throw e
+        }
+        try writer.commit()
+    }
+
+    /// Creates the directories a committed file for `digest` goes into and renames `tmp` there, then fsyncs
+    /// the directory so the rename survives a crash.
+    func commit(tmp: String, as digest: Digest) throws(BlobStoreError) {
+        let final = path(for: digest)
+        let dir = (final as NSString).deletingLastPathComponent
+        do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+            throw .io("cannot create \(dir): \(error.localizedDescription)")
+        }
+        guard rename(tmp, final) == 0 else { throw .io("rename to \(final) failed: \(String(cString: strerror(errno)))") }
+        let dfd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+}
+
+/// An open, read-only committed blob file. Closes its descriptor when released.
+public final class BlobFile: Sendable {
+    /// The open descriptor; valid for this object's lifetime.
+    public let fd: Int32
+    /// File size in bytes.
+    public let size: Int64
+
+    init(fd: Int32, size: Int64) {
+        self.fd = fd
+        self.size = size
+    }
+
+    /// Reads up to `buffer.count` bytes at byte `offset` with `pread`.
+    /// - Returns: bytes read (0 at end of file, -1 on error).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
+        pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+    }
+
+    deinit { close(fd) }
+}
+
+/// Errors from the blob store.
+public enum BlobStoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A file-system operation failed; the message names the path and errno text.
+    case io(String)
+    /// The bytes hashed to `actual` instead of the expected digest.
+    case digestMismatch(expected: Digest, actual: Digest)
+    /// The byte count differs from the size the upstream or a descriptor announced.
+    case sizeMismatch(expected: Int64, actual: Int64)
+    /// The blob exceeds the configured maximum size in bytes.
+    case tooLarge(limit: Int64)
+
+    public var description: String {
+        switch self {
+        case .io(let m): "I/O error: \(m)"
+        case .digestMismatch(let e, let a): "digest mismatch: expected \(e), got \(a)"
+        case .sizeMismatch(let e, let a): "size mismatch: expected \(e) bytes, got \(a)"
+        case .tooLarge(let l): "blob larger than the limit of \(l) bytes"
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import GRDB
+
+/// The SQLite index of what the cache holds (GRDB `DatabasePool`, WAL mode): blobs, manifests and tags.
+///
+/// The index never claims content the disk lacks for long: callers that find a row but no file call
+/// `forgetBlob` and treat it as a miss.
+public final class CacheIndex: Sendable {
+    let pool: DatabasePool
+
+    /// Opens or creates the index at `path` and runs pending migrations.
+    /// - Throws: GRDB's `DatabaseError` when the file cannot be opened or migrated.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Migrations.migrator.migrate(pool)
+    }
+
+    /// The blob row for `digest`, if any.
+    public func blob(_ digest: String) throws -> BlobRecord? {
+        try pool.read { db in try BlobRecord.fetchOne(db, key: digest) }
+    }
+
+    /// The manifest row and its blob row for `digest`, if both exist.
+    public func manifest(_ digest: String) throws -> (ManifestRecord, BlobRecord)? {
+        try pool.read { db in
+            guard let m = try ManifestRecord.fetchOne(db, key: digest), let b = try BlobRecord.fetchOne(db, key: digest) else { return nil }
+            return (m, b)
+        }
+    }
+
+    /// Records a committed blob (idempotent: an existing row is kept).
+    public func insertBlob(digest: String, size: Int64, mediaType: String, now: Date = Date()) throws {
+        try pool.write { db in
+            try BlobRecord(digest: digest, size: size, mediaType: mediaType, createdAt: now, lastAccessAt: now)
+                .insert(db, onConflict: .ignore)
+        }
+    }
+
+    /// Records a committed manifest, its bytes' blob row and its children in one transaction.
+    public func insertManifest(_ manifest: ManifestRecord, size: Int64, children: [ManifestChildRecord], now: Date = Date()) throws {
+        try pool.write { db in
+            try BlobRecord(digest: manifest.digest, size: size, mediaType: manifest.mediaType, createdAt: now, lastAccessAt: now)
+                .insert(db, onConflict: .ignore)
+            try manifest.insert(db, onConflict: .ignore)
+            for child in children { try child.insert(db, onConflict: .ignore) }
+        }
+    }
+
+    /// The tag row for `registry`/`repository`:`tag`, if any.
+    public func tag(registry: String, repository: String, tag: String) throws -> TagRecord? {
+        try pool.read { db in
+            try TagRecord.fetchOne(db, key: ["registry": registry, "repository": repository, "tag": tag])
+        }
+    }
+
+    /// Inserts or replaces a tag mapping.
+    public func upsertTag(_ record: TagRecord) throws {
+        try pool.write { db in try record.upsert(db) }
+    }
+
+    /// Marks a tag as confirmed by the upstream at `now` without changing its digest.
+    public func markTagChecked(registry: String, repository: String, tag: String, now: Date = Date()) throws {
+        try pool.write { db in
+            try db.execute(
+                sql: "UPDATE tag SET checkedAt = ? WHERE registry = ? AND repository = ? AND tag = ?",
+                arguments: [now, registry, repository, tag])
+        }
+    }
+
+    /// Updates `lastAccessAt` when it is older than `granularity` seconds (keeps hits from writing every time).
+    public func touch(_ digest: String, now: Date = Date(), granularity: TimeInterval = 60) throws {
+        try pool.write { db in
+            try db.execute(
+                sql: "UPDATE blob SET lastAccessAt = ? WHERE digest = ? AND lastAccessAt < ?",
+                arguments: [now, digest, now.addingTimeInterval(-granularity)])
+        }
+    }
+
+    /// Removes the rows for `digest` (its file is gone or corrupt).
+    public func forgetBlob(_ digest: String) throws {
+        _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest) }
+    }
+
+    /// Counts of rows, for `cove stats` and tests.
+    public func counts() throws -> (blobs: Int, manifests: Int, tags: Int) {
+        try pool.read { db in
+            (try BlobRecord.fetchCount(db), try ManifestRecord.fetchCount(db), try TagRecord.fetchCount(db))
+        }
+    }
+}

@@ -1,0 +1,154 @@
+import BlobStore
+import CacheIndex
+import Foundation
+import Logging
+import OCI
+import Synchronization
+import Upstream
+
+/// The single-flight fill coordinator: at most one upstream fetch per digest, whoever asks and however often.
+///
+/// The first miss creates a `BlobFill` and starts its transfer in a task owned by the coordinator; every
+/// later request for the digest attaches to that fill and streams the growing file. A fill ends by committing
+/// (file renamed into the store, index row written) or failing (temp file deleted, readers aborted); either way
+/// it leaves the table, so the next request for a failed digest starts afresh.
+actor BlobFills {
+    private var active: [Digest: BlobFill] = [:]
+    let store: BlobStore
+    let index: CacheIndex
+    let upstream: UpstreamClient
+    let configuration: MirrorConfiguration
+    let slots: AsyncSemaphore
+    let logger: Logger
+    /// Upstream blob GETs started (a resume counts again); for tests and metrics.
+    let upstreamFetches = Atomic<Int>(0)
+    /// Fills that failed verification or transfer.
+    let failures = Atomic<Int>(0)
+
+    init(store: BlobStore, index: CacheIndex, upstream: UpstreamClient, configuration: MirrorConfiguration, logger: Logger) {
+        self.store = store
+        self.index = index
+        self.upstream = upstream
+        self.configuration = configuration
+        self.slots = AsyncSemaphore(configuration.maxConcurrentFills)
+        self.logger = logger
+    }
+
+    /// The fill in flight for `digest`, if any (a HEAD answers from it without starting one).
+    func inFlight(_ digest: Digest) -> BlobFill? { active[digest] }
+
+    /// Attaches to the fill of `digest`, starting one from `name` on the upstream if none runs.
+    /// - Returns: `.committed` when the blob landed on disk in the meantime, else the fill.
+    /// - Throws: `BlobStoreError.io` when the temp file cannot be created.
+    func attach(_ name: RepositoryName, _ digest: Digest) throws -> BlobFill? {
+        if let fill = active[digest] { return fill }
+        if store.open(digest) != nil, (try? index.blob(digest.description)) != nil { return nil }
+        let fill = try BlobFill(store: store, digest: digest)
+        active[digest] = fill
+        Task.detached { [self] in
+            await run(fill, name)
+            await finished(digest)
+        }
+        return fill
+    }
+
+    private func finished(_ digest: Digest) { active[digest] = nil }
+
+    /// Drives one fill to its end. Transport failures resume from the bytes already written with
+    /// `Range: bytes=N-` (exponential backoff from 0.5 s); an upstream that ignores the range and answers 200
+    /// makes the writer start over from zero. The whole blob is verified either way.
+    private nonisolated func run(_ fill: BlobFill, _ name: RepositoryName) async {
+        await slots.acquire()
+        let writer = fill.makeWriter()
+        writer.sizeLimit = configuration.maxBlobSize
+        let sink = FillSink(writer: writer)
+        let upstreamName = upstream.upstreamName(for: name)
+        var attempt = 0
+        var failure: String?
+        while true {
+            upstreamFetches.add(1, ordering: .relaxed)
+            let before = writer.bytesWritten
+            do {
+                _ = try await upstream.blob(upstreamName, fill.digest, from: before, into: sink)
+                break
+            } catch {
+                if let refused = sink.failure { failure = refused; break }
+                guard case .transport = error, attempt < configuration.fillRetries else { failure = "\(error)"; break }
+                // A transfer that made progress earns its retries back: only consecutive failures count.
+                attempt = writer.bytesWritten > before ? 1 : attempt + 1
+                let delay = 0.5 * pow(2, Double(attempt - 1))
+                logger.warning("blob transfer interrupted; resuming", metadata: [
+                    "digest": "\(fill.digest)", "offset": "\(writer.bytesWritten)", "error": "\(error)", "retry_in_s": "\(delay)",
+                ])
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+            }
+        }
+        if let failure {
+            writer.fail(failure)
+        } else {
+            do {
+                try writer.commit()
+                try index.insertBlob(digest: fill.digest.description, size: writer.bytesWritten, mediaType: sink.mediaType)
+                logger.info("blob cached", metadata: ["digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)"])
+            } catch {
+                failure = "\(error)"
+            }
+        }
+        if let failure {
+            failures.add(1, ordering: .relaxed)
+            logger.error("blob fill failed", metadata: ["digest": "\(fill.digest)", "repository": "\(name)", "error": "\(failure)"])
+        }
+        await slots.release()
+    }
+}
+
+/// Connects an upstream transfer to a fill writer, on the transfer thread.
+final class FillSink: BodySink, @unchecked Sendable {
+    let writer: BlobFillWriter
+    /// Set on the transfer thread when the sink refuses a response; read after the transfer ends.
+    private(set) var failure: String?
+    private(set) var mediaType = MediaType.octetStream
+
+    init(writer: BlobFillWriter) { self.writer = writer }
+
+    func begin(_ head: ResponseHead) -> Bool {
+        if let ct = head["Content-Type"], !ct.isEmpty { mediaType = ct }
+        do {
+            if head.status == 206 {
+                // Resumed: the range must start where we are; the total comes from Content-Range.
+                guard let range = head["Content-Range"], let (start, total) = Self.parseContentRange(range),
+                      start == writer.bytesWritten else {
+                    failure = "upstream answered a resume with an unusable Content-Range"
+                    return false
+                }
+                if let total { try writer.expect(size: total) }
+            } else {
+                if writer.bytesWritten > 0 { writer.restart() }
+                try writer.expect(size: head.contentLength)
+            }
+            return true
+        } catch {
+            failure = "\(error)"
+            return false
+        }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        do {
+            try writer.append(bytes)
+            return true
+        } catch {
+            failure = "\(error)"
+            return false
+        }
+    }
+
+    /// `bytes START-END/TOTAL` → (START, TOTAL or nil for `*`).
+    static func parseContentRange(_ value: String) -> (Int64, Int64?)? {
+        guard value.hasPrefix("bytes ") else { return nil }
+        let spec = value.dropFirst(6)
+        let parts = spec.split(separator: "/")
+        guard parts.count == 2, let dash = parts[0].firstIndex(of: "-"), let start = Int64(parts[0][..<dash]) else { return nil }
+        return (start, Int64(parts[1]))
+    }
+}

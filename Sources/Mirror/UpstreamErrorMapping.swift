@@ -1,0 +1,41 @@
+import Foundation
+import OCI
+import Upstream
+
+extension DistributionError {
+    /// Maps an upstream failure to what Cove answers its client (registry JSON error envelope).
+    ///
+    /// - 404 keeps the upstream's error code when it is a spec code, else `notFound`.
+    /// - 401/403 become 403 `DENIED`: Cove's own client is not the one who must authenticate.
+    /// - 429 stays 429 `TOOMANYREQUESTS`, with the upstream's `Retry-After`.
+    /// - Other failures (5xx, connection errors, auth flow errors) become 503 `UNAVAILABLE`.
+    static func from(_ error: UpstreamError, notFound: DistributionErrorCode, subject: String) -> DistributionError {
+        switch error {
+        case .status(let head, let body):
+            switch head.status {
+            case 404:
+                let code = upstreamCode(body).flatMap(DistributionErrorCode.init(rawValue:)) ?? notFound
+                let known: Set<DistributionErrorCode> = [.manifestUnknown, .blobUnknown, .nameUnknown]
+                return DistributionError(known.contains(code) ? code : notFound, "\(subject) not found upstream")
+            case 401, 403:
+                return DistributionError(.denied, "upstream denied access to \(subject) (are credentials for this upstream configured?)", status: 403)
+            case 429:
+                let retry = head["Retry-After"].map { [("Retry-After", $0)] } ?? []
+                return DistributionError(.tooManyRequests, "upstream rate limit reached fetching \(subject)", headers: retry)
+            case 400..<500:
+                let code = upstreamCode(body).flatMap(DistributionErrorCode.init(rawValue:)) ?? .unknown
+                return DistributionError(code, "upstream refused \(subject) with status \(head.status)", status: head.status)
+            default:
+                return DistributionError(.unavailable, "upstream answered \(head.status) for \(subject)")
+            }
+        default:
+            return DistributionError(.unavailable, "\(subject): \(error)")
+        }
+    }
+
+    private static func upstreamCode(_ body: [UInt8]) -> String? {
+        guard let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+              let errors = json["errors"] as? [[String: Any]] else { return nil }
+        return errors.first?["code"] as? String
+    }
+}

@@ -1,0 +1,40 @@
+/// A single byte range from a `Range` header (RFC 9110 §14.1.2), resolved against a size.
+public struct ByteRange: Equatable, Sendable {
+    /// First byte offset, inclusive.
+    public var start: Int64
+    /// Last byte offset, inclusive.
+    public var end: Int64
+    public var count: Int64 { end - start + 1 }
+
+    public enum ParseResult: Equatable {
+        /// No usable single range: serve the whole body with 200 (RFC 9110 allows ignoring Range).
+        case whole
+        case range(ByteRange)
+        /// 416 Range Not Satisfiable.
+        case unsatisfiable
+    }
+
+    /// Resolves `bytes=a-b`, `bytes=a-` or `bytes=-n` against a body of `size` bytes. Multi-range requests and
+    /// other units are ignored (whole body), as distribution does.
+    public static func parse(_ header: String?, size: Int64) -> ParseResult {
+        guard let header, header.hasPrefix("bytes=") else { return .whole }
+        let spec = header.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return .whole }
+        let first = spec[..<dash], last = spec[spec.index(after: dash)...]
+        if first.isEmpty {
+            guard let n = Int64(last), n >= 0 else { return .whole }
+            guard n > 0, size > 0 else { return .unsatisfiable }
+            return .range(ByteRange(start: max(0, size - n), end: size - 1))
+        }
+        guard let a = Int64(first), a >= 0 else { return .whole }
+        var b = size - 1
+        if !last.isEmpty {
+            guard let parsed = Int64(last), parsed >= a else { return .whole }
+            b = min(parsed, size - 1)
+        }
+        guard a < size else { return .unsatisfiable }
+        return .range(ByteRange(start: a, end: b))
+    }
+}
+
+import Foundation

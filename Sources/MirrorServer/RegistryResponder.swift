@@ -1,0 +1,164 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Mirror
+import OCI
+
+/// The registry API front: maps requests to `Mirror` calls and `DistributionError`s to the JSON envelope.
+///
+/// Pull side only (OCI distribution spec "Pull" plus tag listing); every push or delete method answers 405
+/// `UNSUPPORTED`, because a mirror is read-only.
+public struct RegistryResponder: HTTPResponder {
+    public typealias Context = BasicRequestContext
+    let mirror: Mirror
+    let logger: Logger
+
+    public init(mirror: Mirror, logger: Logger) {
+        self.mirror = mirror
+        self.logger = logger
+    }
+
+    static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
+    static let contentDigest = HTTPField.Name("Docker-Content-Digest")!
+    static let warning = HTTPField.Name("Warning")!
+    static let coveCache = HTTPField.Name("X-Cove-Cache")!
+    static let link = HTTPField.Name("Link")!
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let started = ContinuousClock.now
+        var response: Response
+        do {
+            response = try await route(request)
+        } catch let error as DistributionError {
+            response = Self.errorResponse(error, head: request.method == .head)
+        } catch {
+            response = Self.errorResponse(DistributionError(.unknown, "internal error"), head: request.method == .head)
+            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+        }
+        response.headers[Self.apiVersion] = "registry/2.0"
+        let elapsed = ContinuousClock.now - started
+        let ms = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+        logger.info("\(request.method) \(request.uri.path) \(response.status.code)", metadata: ["ms": "\(ms)"])
+        return response
+    }
+
+    private func route(_ request: Request) async throws -> Response {
+        let path = request.uri.path
+        switch path {
+        case "/healthz", "/readyz":
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
+        default: break
+        }
+        guard let route = try RegistryRoute(path: path) else {
+            throw DistributionError(.unsupported, "no such endpoint: \(path.prefix(200))", status: 404)
+        }
+        let method = request.method
+        let readOnly = method == .get || method == .head
+        switch route {
+        case .base:
+            guard readOnly else { throw Self.unsupported(method) }
+            return Self.json([UInt8]("{}".utf8), head: method == .head)
+        case .catalog:
+            throw DistributionError(.unsupported, "catalog listing is not offered by this mirror", status: readOnly ? 404 : 405)
+        case .upload:
+            throw Self.unsupported(method)
+        case .referrers:
+            throw DistributionError(.unsupported, "the referrers API is not offered by this mirror", status: readOnly ? 404 : 405)
+        case .tags(let name):
+            guard method == .get else { throw Self.unsupported(method) }
+            let (body, link) = try await mirror.tags(name, query: request.uri.query ?? "")
+            var response = Self.json(body, head: false)
+            if let link { response.headers[Self.link] = link }
+            return response
+        case .manifest(let name, let reference):
+            guard readOnly else { throw Self.unsupported(method) }
+            let manifest = try await mirror.manifest(name, reference)
+            var headers: HTTPFields = [
+                .contentType: manifest.mediaType,
+                .contentLength: String(manifest.body.count),
+                Self.contentDigest: manifest.digest.description,
+                .eTag: "\"\(manifest.digest)\"",
+            ]
+            if manifest.stale {
+                headers[Self.warning] = "110 cove \"Response is Stale\""
+                headers[Self.coveCache] = "stale"
+            }
+            let body = method == .head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: manifest.body))
+            return Response(status: .ok, headers: headers, body: body)
+        case .blob(let name, let digest):
+            guard readOnly else { throw Self.unsupported(method) }
+            return try await blob(name, digest, request: request)
+        }
+    }
+
+    private func blob(_ name: RepositoryName, _ digest: Digest, request: Request) async throws -> Response {
+        var headers: HTTPFields = [
+            Self.contentDigest: digest.description,
+            .acceptRanges: "bytes",
+            .eTag: "\"\(digest)\"",
+            .cacheControl: "max-age=31536000",
+        ]
+        let rangeHeader = request.headers[.range]
+        if request.method == .head {
+            let (size, mediaType) = try await mirror.blobHead(name, digest)
+            headers[.contentType] = mediaType
+            if case .range(let r) = ByteRange.parse(rangeHeader, size: size) {
+                headers[.contentRange] = "bytes \(r.start)-\(r.end)/\(size)"
+                headers[.contentLength] = String(r.count)
+                return Response(status: .partialContent, headers: headers, body: ResponseBody())
+            }
+            headers[.contentLength] = String(size)
+            return Response(status: .ok, headers: headers, body: ResponseBody())
+        }
+        let blob = try await mirror.blob(name, digest)
+        headers[.contentType] = blob.mediaType
+        var status = HTTPResponse.Status.ok
+        var range = ByteRange(start: 0, end: blob.size - 1)
+        switch ByteRange.parse(rangeHeader, size: blob.size) {
+        case .whole: break
+        case .range(let r):
+            range = r
+            status = .partialContent
+            headers[.contentRange] = "bytes \(r.start)-\(r.end)/\(blob.size)"
+        case .unsatisfiable:
+            var response = Self.errorResponse(DistributionError(.rangeInvalid, "range \(rangeHeader ?? "") not satisfiable for \(blob.size) bytes"), head: false)
+            response.headers[.contentRange] = "bytes */\(blob.size)"
+            return response
+        }
+        headers[.contentLength] = String(range.count)
+        let body = blob.body
+        let logger = logger
+        let span = range
+        return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(range.count)) { writer in
+            guard span.count > 0 else { return try await writer.finish(nil) }
+            do {
+                try await BlobStreaming.write(body, range: span, to: &writer)
+            } catch {
+                logger.warning("blob response aborted", metadata: ["digest": "\(digest)", "error": "\(error)"])
+                throw error
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    static func unsupported(_ method: HTTPRequest.Method) -> DistributionError {
+        DistributionError(.unsupported, "\(method) is not supported: this registry is a read-only pull-through mirror")
+    }
+
+    static func json(_ body: [UInt8], head: Bool) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json", .contentLength: String(body.count)],
+                 body: head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// The registry JSON error envelope with the error's status and extra headers.
+    static func errorResponse(_ error: DistributionError, head: Bool) -> Response {
+        let body = error.envelope
+        var headers: HTTPFields = [.contentType: "application/json", .contentLength: String(body.count)]
+        for (name, value) in error.headers {
+            if let n = HTTPField.Name(name) { headers[n] = value }
+        }
+        return Response(status: .init(code: error.status), headers: headers,
+                        body: head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}

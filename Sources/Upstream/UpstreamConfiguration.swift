@@ -1,0 +1,114 @@
+/// How to reach one upstream registry.
+public struct UpstreamConfiguration: Sendable {
+    /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
+    public var url: String
+    /// Credentials for HTTP basic auth and for token requests; nil means anonymous.
+    public var credentials: Credentials?
+    /// Limits for small requests (manifests, tokens, tag lists, HEAD).
+    public var requestLimits: TransferLimits
+    /// Limits for blob bodies (no total timeout; stalls are caught by the low-speed rule).
+    public var blobLimits: TransferLimits
+    /// When true, a one-component repository name `x` is sent as `library/x` (Docker Hub's official images).
+    public var libraryPrefix: Bool
+
+    public init(url: String, credentials: Credentials? = nil, requestLimits: TransferLimits = .init(totalTimeout: 60),
+                blobLimits: TransferLimits = .init(), libraryPrefix: Bool? = nil) {
+        var url = url
+        while url.hasSuffix("/") { url.removeLast() }
+        self.url = url
+        self.credentials = credentials
+        self.requestLimits = requestLimits
+        self.blobLimits = blobLimits
+        self.libraryPrefix = libraryPrefix ?? Self.isDockerHub(url)
+    }
+
+    /// True for Docker Hub's registry hosts, where official images live under `library/`.
+    public static func isDockerHub(_ url: String) -> Bool {
+        guard let host = URLParts(url)?.host else { return false }
+        return host == "registry-1.docker.io" || host == "docker.io" || host == "index.docker.io" || host == "registry.hub.docker.com"
+    }
+
+    /// `host[:port]` of the upstream: its identity in the cache index.
+    public var registryKey: String {
+        guard let p = URLParts(url) else { return url }
+        return p.port.map { "\(p.host):\($0)" } ?? p.host
+    }
+}
+
+/// A username and password. `description` never shows the password.
+public struct Credentials: Sendable, CustomStringConvertible {
+    public var username: String
+    public var password: String
+    public init(username: String, password: String) {
+        self.username = username
+        self.password = password
+    }
+    public var description: String { "\(username):<redacted>" }
+    /// `Basic base64(user:password)`.
+    var basicAuthorization: String { "Basic " + Array("\(username):\(password)".utf8).base64 }
+}
+
+extension Array where Element == UInt8 {
+    var base64: String {
+        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var out: [UInt8] = []
+        var i = 0
+        while i < count {
+            let b0 = self[i], b1 = i + 1 < count ? self[i + 1] : 0, b2 = i + 2 < count ? self[i + 2] : 0
+            out.append(table[Int(b0 >> 2)])
+            out.append(table[Int((b0 & 3) << 4 | b1 >> 4)])
+            out.append(i + 1 < count ? table[Int((b1 & 15) << 2 | b2 >> 6)] : UInt8(ascii: "="))
+            out.append(i + 2 < count ? table[Int(b2 & 63)] : UInt8(ascii: "="))
+            i += 3
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// Scheme, host and port of an absolute http(s) URL; enough to compare origins and resolve `Location`.
+public struct URLParts: Equatable, Sendable {
+    public var scheme: String
+    public var host: String
+    public var port: Int?
+
+    public init?(_ url: String) {
+        guard let schemeEnd = url.range(of: "://") else { return nil }
+        scheme = url[..<schemeEnd.lowerBound].lowercased()
+        guard scheme == "http" || scheme == "https" else { return nil }
+        let rest = url[schemeEnd.upperBound...]
+        var authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+            host = String(authority[...close]).lowercased()
+            let after = authority[authority.index(after: close)...]
+            port = after.hasPrefix(":") ? Int(after.dropFirst()) : nil
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon]).lowercased()
+            port = Int(authority[authority.index(after: colon)...])
+        } else {
+            host = String(authority).lowercased()
+            port = nil
+        }
+        guard !host.isEmpty else { return nil }
+    }
+
+    /// The port, defaulted from the scheme.
+    public var effectivePort: Int { port ?? (scheme == "https" ? 443 : 80) }
+
+    /// Same scheme, host and port (RFC 6454 origin).
+    public func sameOrigin(_ other: URLParts) -> Bool {
+        scheme == other.scheme && host == other.host && effectivePort == other.effectivePort
+    }
+
+    /// `scheme://host[:port]`.
+    public var origin: String { "\(scheme)://\(host)" + (port.map { ":\($0)" } ?? "") }
+
+    /// Resolves a `Location` header value against `base` (absolute, scheme-relative or path-absolute).
+    public static func resolve(_ location: String, against base: String) -> String? {
+        if URLParts(location) != nil { return location }
+        guard let b = URLParts(base) else { return nil }
+        if location.hasPrefix("//") { return b.scheme + ":" + location }
+        if location.hasPrefix("/") { return b.origin + location }
+        return nil
+    }
+}

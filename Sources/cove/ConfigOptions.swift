@@ -1,0 +1,70 @@
+import ArgumentParser
+import CoveConfig
+import Foundation
+import Upstream
+
+/// Options shared by commands that read the configuration: a YAML file plus flag overrides.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: "YAML configuration file (see config.example.yml). Without it, embedded defaults apply.")
+    var config: String?
+
+    @Option(name: .long, help: "Address to listen on, HOST:PORT (default 0.0.0.0:5000).")
+    var listen: String?
+
+    @Option(name: .long, help: "Storage directory for the index and blobs (default ./cove-data).")
+    var storage: String?
+
+    @Option(name: .long, help: "Upstream registry URL (default https://registry-1.docker.io).")
+    var upstream: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String?
+
+    /// Defaults, then the file, then flags.
+    func load() throws -> CoveConfiguration {
+        var configuration = CoveConfiguration()
+        if let config {
+            guard let text = try? String(contentsOfFile: config, encoding: .utf8) else {
+                throw ValidationError("cannot read config file \(config)")
+            }
+            configuration = try CoveConfiguration.parse(yaml: text)
+        }
+        if let listen { configuration.listen = try ListenAddress.parse(listen, key: "--listen") }
+        if let storage { configuration.storage = storage }
+        if let upstream {
+            guard URLParts(upstream) != nil else { throw ValidationError("--upstream must be an absolute http:// or https:// URL") }
+            let previous = configuration.upstream
+            configuration.upstream = UpstreamConfiguration(url: upstream, credentials: previous.credentials,
+                                                           requestLimits: previous.requestLimits, blobLimits: previous.blobLimits)
+        }
+        if let logLevel {
+            guard CoveConfiguration.logLevels.contains(logLevel) else {
+                throw ValidationError("--log-level must be one of \(CoveConfiguration.logLevels.joined(separator: ", "))")
+            }
+            configuration.logLevel = logLevel
+        }
+        return configuration
+    }
+}
+
+/// `cove check-config`: parse and print the effective configuration, without starting anything.
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate the configuration and print the effective values.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let c = try options.load()
+        print("""
+        listen: \(c.listen)
+        storage: \(c.storage)
+        log_level: \(c.logLevel)
+        upstream.url: \(c.upstream.url)
+        upstream.credentials: \(c.upstream.credentials.map { "\($0)" } ?? "none (anonymous)")
+        upstream.library_prefix: \(c.upstream.libraryPrefix)
+        cache.tag_ttl: \(c.cache.tagTTL)s
+        cache.max_blob_size: \(c.cache.maxBlobSize.map { "\($0) bytes" } ?? "unlimited")
+        cache.max_concurrent_fills: \(c.cache.maxConcurrentFills)
+        """)
+    }
+}
