@@ -120,8 +120,10 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     private func onHeader(_ line: UnsafeRawBufferPointer) -> Bool {
-        var s = String(decoding: line, as: UTF8.self)
-        while s.hasSuffix("\n") || s.hasSuffix("\r") { s.removeLast() }
+        // Strip CR/LF as bytes: Swift treats "\r\n" as one Character, so hasSuffix("\n") would miss it.
+        var bytes = line[...]
+        while let last = bytes.last, last == 0x0A || last == 0x0D { bytes = bytes.dropLast() }
+        let s = String(decoding: bytes, as: UTF8.self)
         if s.hasPrefix("HTTP/") {
             // A new response (after 1xx): start over.
             let parts = s.split(separator: " ", maxSplits: 2)
