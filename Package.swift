@@ -76,9 +76,13 @@ let package = Package(
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI"]),
+        .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream"]),
         .testTarget(
-            name: "MirrorTests",
-            dependencies: ["Mirror", "BlobStore", "CacheIndex", "OCI", "MirrorServer", "CoveConfig", "Upstream"]
+            name: "MirrorServerTests",
+            dependencies: [
+                "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
         ),
         .testTarget(
             name: "IntegrationTests",

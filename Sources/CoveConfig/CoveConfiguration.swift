@@ -176,7 +176,7 @@ struct Section {
     func string(_ k: String) throws(ConfigError) -> String? {
         guard let v = value(k) else { return nil }
         if case .scalar(let s) = v {
-            if s.style == .plain, s.string == "null" || s.string == "~" || s.string.isEmpty { return nil }
+            if s.string.isEmpty || (s.style == .plain && (s.string == "null" || s.string == "~")) { return nil }
             return s.string
         }
         throw ConfigError(key(k), "must be a single value")

@@ -6,6 +6,11 @@ public struct ByteRange: Equatable, Sendable {
     public var end: Int64
     public var count: Int64 { end - start + 1 }
 
+    public init(start: Int64, end: Int64) {
+        self.start = start
+        self.end = end
+    }
+
     public enum ParseResult: Equatable {
         /// No usable single range: serve the whole body with 200 (RFC 9110 allows ignoring Range).
         case whole
