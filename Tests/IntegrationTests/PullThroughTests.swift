@@ -28,22 +28,22 @@ private func pullWithSkopeo(
 
 /// Checks what skopeo wrote: the top manifest digest equals the upstream's, and every child manifest and blob
 /// file is there with the right content (skopeo verified the digests while copying; we check again).
-private func verifyPulled(_ dest: URL, _ image: ImageSummary, _ context: String) throws {
+private func verifyPulled(_ dest: URL, _ image: ImageSummary, _ context: String) async throws {
     let fm = FileManager.default
-    func check(_ path: URL, _ digest: String, _ what: String) {
-        guard let data = fm.contents(atPath: path.path) else {
+    func check(_ path: URL, _ digest: String, _ what: String) async throws {
+        guard fm.fileExists(atPath: path.path) else {
             Issue.record("\(context): \(what) \(digest) missing at \(path.path)")
             return
         }
-        #expect(sha256Digest(data) == digest, "\(context): \(what) at \(path.path) has the wrong content")
+        #expect(try await sha256DigestOfFile(path) == digest, "\(context): \(what) at \(path.path) has the wrong content")
     }
     if image.isDockerMediaType {
         // skopeo dir: format: manifest.json (top), <hex>.manifest.json (instances), <hex> (blobs)
-        check(dest.appendingPathComponent("manifest.json"), image.digest, "top manifest")
+        try await check(dest.appendingPathComponent("manifest.json"), image.digest, "top manifest")
         for m in image.manifests where m.digest != image.digest {
-            check(dest.appendingPathComponent("\(hex(m.digest)).manifest.json"), m.digest, "child manifest")
+            try await check(dest.appendingPathComponent("\(hex(m.digest)).manifest.json"), m.digest, "child manifest")
         }
-        for b in image.blobs { check(dest.appendingPathComponent(hex(b.digest)), b.digest, "blob") }
+        for b in image.blobs { try await check(dest.appendingPathComponent(hex(b.digest)), b.digest, "blob") }
     } else {
         let indexData = try Data(contentsOf: dest.appendingPathComponent("index.json"))
         let index = try JSONSerialization.jsonObject(with: indexData) as? [String: Any]
@@ -53,8 +53,8 @@ private func verifyPulled(_ dest: URL, _ image: ImageSummary, _ context: String)
                 "\(context): pulled top manifest digest differs from upstream's \(image.digest): \(String(decoding: indexData, as: UTF8.self))")
         #expect(manifests.first?["mediaType"] as? String == image.mediaType, "\(context): media type changed")
         let blobs = dest.appendingPathComponent("blobs/sha256")
-        for m in image.allManifests { check(blobs.appendingPathComponent(hex(m.digest)), m.digest, "manifest") }
-        for b in image.blobs { check(blobs.appendingPathComponent(hex(b.digest)), b.digest, "blob") }
+        for m in image.allManifests { try await check(blobs.appendingPathComponent(hex(m.digest)), m.digest, "manifest") }
+        for b in image.blobs { try await check(blobs.appendingPathComponent(hex(b.digest)), b.digest, "blob") }
     }
 }
 
@@ -74,7 +74,7 @@ private func pullAndVerify(
         Issue.record("skopeo pull of \(repo)\(reference) through Cove failed:\n\(r.summary)\n\(cove.logTail())")
         return
     }
-    try verifyPulled(dest, image, "\(repo)\(reference) → \(name)")
+    try await verifyPulled(dest, image, "\(repo)\(reference) → \(name)")
 }
 
 /// Cove must refuse: a non-2xx status with a registry JSON error envelope.
@@ -282,6 +282,52 @@ struct PullThroughTests {
         #expect(r.status == 400, "GET /v2/Foo/manifests/v1:\n\(r.transcript)")
         #expect(r.errorCodes.contains("NAME_INVALID"), "GET /v2/Foo/manifests/v1 error code:\n\(r.transcript)")
         #expect(f.registryRequests(pathPrefix: "/v2/Foo").isEmpty, "an invalid name reached the upstream")
+    }
+
+    static let largeBlobSize = 24 * 1024 * 1024
+
+    @Test("a 24 MiB layer pulls through byte-exact, and concurrent cold GETs fetch it from the upstream once")
+    func largeBlob() async throws {
+        let f = try await Fixture(mode: .plain, blobSize: PullThroughTests.largeBlobSize)
+        defer { f.shutdown() }
+        try await f.push("big")
+        let img = f.image("big")
+        guard let layer = img.blobs.first(where: { $0.size == PullThroughTests.largeBlobSize }) else {
+            Issue.record("make_images.py made no \(PullThroughTests.largeBlobSize)-byte layer: \(img.blobs)")
+            return
+        }
+        let cove = try await f.startCove()
+        let url = "\(cove.url)/v2/big/blobs/\(layer.digest)"
+
+        // Three clients ask for the same uncached blob at once: one fill, three complete, correct bodies.
+        let downloads = f.dir.appendingPathComponent("downloads")
+        try FileManager.default.createDirectory(at: downloads, withIntermediateDirectories: true)
+        let responses = try await withThrowingTaskGroup(of: (Int, HTTPResponse).self) { group in
+            for i in 0..<3 {
+                group.addTask {
+                    (i, try await httpRequest("GET", url, saveBodyTo: downloads.appendingPathComponent("get-\(i)"), timeout: 120))
+                }
+            }
+            var out: [(Int, HTTPResponse)] = []
+            for try await r in group { out.append(r) }
+            return out
+        }
+        for (i, r) in responses {
+            #expect(r.status == 200, "concurrent GET \(i):\n\(r.transcript)\n\(cove.logTail())")
+            #expect(r.header("Content-Length") == String(layer.size), "concurrent GET \(i):\n\(r.transcript)")
+            #expect(r.header("Docker-Content-Digest") == layer.digest, "concurrent GET \(i):\n\(r.transcript)")
+            let file = downloads.appendingPathComponent("get-\(i)")
+            let size = (try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? -1
+            #expect(size == layer.size, "concurrent GET \(i): got \(size) bytes, expected \(layer.size)")
+            #expect(try await sha256DigestOfFile(file) == layer.digest, "concurrent GET \(i): body does not hash to the digest")
+        }
+        let upstreamGets = f.registryRequests("GET", pathPrefix: "/v2/big/blobs/\(layer.digest)")
+        #expect(upstreamGets.count == 1, "the upstream served the blob \(upstreamGets.count) times, expected one fill:\n\(upstreamGets.joined(separator: "\n"))")
+
+        // And a real client pull, every blob verified by skopeo, then again from cache with the upstream gone.
+        try await pullAndVerify(f, cove, repo: "big", reference: ":v1", image: img, into: "big-first")
+        f.stopRegistry()
+        try await pullAndVerify(f, cove, repo: "big", reference: "@\(img.digest)", image: img, into: "big-cached")
     }
 }
 

@@ -81,19 +81,21 @@ let manifestAcceptTypes = [
     "application/vnd.docker.distribution.manifest.v2+json",
 ]
 
-/// One HTTP request via curl. `method` HEAD uses `curl -I`; redirects are not followed.
+/// One HTTP request via curl. `method` HEAD uses `curl -I`; redirects are not followed. With `saveBodyTo`
+/// the response body stays in that file (for large blobs) and `body` is empty.
 func httpRequest(
     _ method: String,
     _ url: String,
     headers: [String] = [],
     body: Data? = nil,
+    saveBodyTo: URL? = nil,
     timeout: Double = 30
 ) async throws -> HTTPResponse {
     let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cove-http-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: tmp) }
     let headerFile = tmp.appendingPathComponent("headers")
-    let bodyFile = tmp.appendingPathComponent("body")
+    let bodyFile = saveBodyTo ?? tmp.appendingPathComponent("body")
     // With -I curl writes the headers to -o as well: a HEAD's body goes to /dev/null (it has none).
     var args = ["-s", "-S", "--max-time", String(Int(timeout.rounded(.up))), "--noproxy", "*",
                 "-D", headerFile.path, "-o", method == "HEAD" ? "/dev/null" : bodyFile.path, "-w", "%{http_code}"]
@@ -134,7 +136,7 @@ func httpRequest(
     }
     return HTTPResponse(
         method: method, url: url, requestHeaders: headers, status: status, headers: parsed,
-        body: (try? Data(contentsOf: bodyFile)) ?? Data()
+        body: saveBodyTo == nil ? ((try? Data(contentsOf: bodyFile)) ?? Data()) : Data()
     )
 }
 
@@ -219,6 +221,15 @@ func sha256Hex(_ data: Data) -> String {
         let s = String(word, radix: 16)
         return String(repeating: "0", count: 8 - s.count) + s
     }.joined()
+}
+
+/// "sha256:<hex>" of a file, via coreutils `sha256sum` (fast for large blobs even in debug builds).
+func sha256DigestOfFile(_ url: URL) async throws -> String {
+    let r = try await runCommand("sha256sum", [url.path], timeout: 120)
+    guard r.succeeded, let hex = r.stdoutText.split(separator: " ").first else {
+        throw IntegrationError("sha256sum failed:\n\(r.summary)")
+    }
+    return "sha256:" + hex
 }
 
 /// "sha256:<hex>" of `data`.

@@ -79,7 +79,7 @@ final class ProcessHandle: @unchecked Sendable {
         arguments: [String],
         environment: [String: String]? = nil,
         logDirectory: URL,
-        maxLifetime: Int = 900
+        maxLifetime: Int = 600
     ) throws {
         self.name = name
         let exe = try resolveExecutable(executable)
