@@ -284,6 +284,43 @@ struct PullThroughTests {
         #expect(f.registryRequests(pathPrefix: "/v2/Foo").isEmpty, "an invalid name reached the upstream")
     }
 
+    @Test("unknown manifests and blobs answer 404 MANIFEST_UNKNOWN / BLOB_UNKNOWN; uncached with the upstream down is an error envelope")
+    func unknownAndUnreachable() async throws {
+        let f = try await Fixture(mode: .plain)
+        defer { f.shutdown() }
+        try await f.push("single")
+        let cove = try await f.startCove()
+        let missingDigest = "sha256:" + String(repeating: "ab", count: 32)
+
+        let tag = try await httpRequest("GET", "\(cove.url)/v2/single/manifests/nosuchtag", headers: acceptHeaders())
+        #expect(tag.status == 404, "unknown tag:\n\(tag.transcript)")
+        #expect(tag.errorCodes.contains("MANIFEST_UNKNOWN"), "unknown tag error code:\n\(tag.transcript)")
+        let headTag = try await httpRequest("HEAD", "\(cove.url)/v2/single/manifests/nosuchtag", headers: acceptHeaders())
+        #expect(headTag.status == 404, "HEAD unknown tag:\n\(headTag.transcript)")
+
+        let manifest = try await httpRequest("GET", "\(cove.url)/v2/single/manifests/\(missingDigest)", headers: acceptHeaders())
+        #expect(manifest.status == 404, "unknown manifest digest:\n\(manifest.transcript)")
+        #expect(manifest.errorCodes.contains("MANIFEST_UNKNOWN"), "unknown manifest digest error code:\n\(manifest.transcript)")
+
+        let blob = try await httpRequest("GET", "\(cove.url)/v2/single/blobs/\(missingDigest)")
+        #expect(blob.status == 404, "unknown blob:\n\(blob.transcript)")
+        #expect(blob.errorCodes.contains("BLOB_UNKNOWN"), "unknown blob error code:\n\(blob.transcript)")
+        let headBlob = try await httpRequest("HEAD", "\(cove.url)/v2/single/blobs/\(missingDigest)")
+        #expect(headBlob.status == 404, "HEAD unknown blob:\n\(headBlob.transcript)")
+
+        let repo = try await httpRequest("GET", "\(cove.url)/v2/nosuchrepo/manifests/v1", headers: acceptHeaders())
+        #expect(repo.status == 404, "unknown repository:\n\(repo.transcript)")
+        #expect(!repo.errorCodes.isEmpty, "unknown repository error body:\n\(repo.transcript)")
+
+        // Upstream gone, nothing cached: an error (not a hang, not a 200), in the registry envelope.
+        f.stopRegistry()
+        let down = try await httpRequest("GET", "\(cove.url)/v2/single/manifests/v1", headers: acceptHeaders(), timeout: 60)
+        expectRegistryError(down, "uncached manifest with the upstream down", cove: cove)
+        let downBlob = try await httpRequest("GET", "\(cove.url)/v2/single/blobs/\(f.image("single").blobs[0].digest)", timeout: 60)
+        expectRegistryError(downBlob, "uncached blob with the upstream down", cove: cove)
+        #expect(cove.process.isRunning, "cove died:\n\(cove.logTail())")
+    }
+
     static let largeBlobSize = 24 * 1024 * 1024
 
     @Test("a 24 MiB layer pulls through byte-exact, and concurrent cold GETs fetch it from the upstream once")
