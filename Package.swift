@@ -86,7 +86,8 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["OCI"]
+            dependencies: ["OCI"],
+            exclude: ["Fixtures", "README.md"]
         ),
     ]
 )

@@ -24,7 +24,8 @@ public final class BlobFill: Sendable {
     /// Where a fill stands.
     public enum Phase: Sendable, Equatable {
         case filling
-        case committed
+        /// Digest and size verified: every byte may be sent. (Committing to the store may still be under way.)
+        case verified
         case failed(String)
     }
 
@@ -41,8 +42,8 @@ public final class BlobFill: Sendable {
         var waiters: [Waiter] = []
         var headWaiters: [CheckedContinuation<Int64?, any Error>] = []
 
-        /// Bytes a reader may send: everything once committed, all but the last byte before.
-        var visible: Int64 { phase == .committed ? written : max(0, written - 1) }
+        /// Bytes a reader may send: everything once verified, all but the last byte before.
+        var visible: Int64 { phase == .verified ? written : max(0, written - 1) }
     }
 
     /// Creates the temp file for a fill of `digest`.
@@ -70,7 +71,7 @@ public final class BlobFill: Sendable {
     /// Bytes written so far.
     public var written: Int64 { state.withLock { $0.written } }
 
-    /// Waits until the size is known: the upstream announced it, or the fill committed.
+    /// Waits until the size is known: the upstream announced it, or the fill verified.
     /// - Returns: the blob size in bytes, or nil if the upstream sent no length and the fill is still running
     ///   (never: a fill without a length resolves this only at commit).
     /// - Throws: `BlobFillError.failed` when the fill failed first.
@@ -79,7 +80,7 @@ public final class BlobFill: Sendable {
             let size: Int64? = try await withCheckedThrowingContinuation { c in
                 let resume: Result<Int64?, any Error>? = state.withLock { s in
                     switch s.phase {
-                    case .committed: return .success(s.written)
+                    case .verified: return .success(s.written)
                     case .failed(let m): return .failure(BlobFillError.failed(m))
                     case .filling:
                         if s.headKnown, let e = s.expectedSize { return .success(e) }
@@ -94,13 +95,13 @@ public final class BlobFill: Sendable {
     }
 
     /// Waits until at least `threshold` bytes may be sent (or the fill ends).
-    /// - Returns: the number of bytes readers may send now (may exceed `threshold`; on commit, the whole size).
+    /// - Returns: the number of bytes readers may send now (may exceed `threshold`; once verified, the whole size).
     /// - Throws: `BlobFillError.failed` when the fill fails.
     public func waitForBytes(atLeast threshold: Int64) async throws -> Int64 {
         try await withCheckedThrowingContinuation { c in
             let resume: Result<Int64, any Error>? = state.withLock { s in
                 if case .failed(let m) = s.phase { return .failure(BlobFillError.failed(m)) }
-                if s.visible >= threshold || s.phase == .committed { return .success(s.visible) }
+                if s.visible >= threshold || s.phase == .verified { return .success(s.visible) }
                 s.waiters.append(Waiter(threshold: threshold, continuation: c))
                 return nil
             }
@@ -153,7 +154,7 @@ public final class BlobFill: Sendable {
             return (s.waiters, s.headWaiters, s.written)
         }
         switch phase {
-        case .committed:
+        case .verified:
             for w in waiters { w.continuation.resume(returning: written) }
             for w in headWaiters { w.resume(returning: written) }
         case .failed(let m):
@@ -233,15 +234,16 @@ public final class BlobFillWriter: @unchecked Sendable {
         fill.advance(to: newTotal)
     }
 
-    /// Verifies digest and size, fsyncs, renames into the store and releases all readers.
-    /// - Throws: `.digestMismatch`, `.sizeMismatch` or `.io`; the fill is then failed and its temp file gone.
+    /// Verifies digest and size and releases the last byte to readers, then fsyncs and renames the file into
+    /// the store. Readers are released before the fsync: what they need is verified bytes, and durability is
+    /// the cache's concern (an fsync of a large blob takes as long as the transfer).
+    /// - Throws: `.digestMismatch` or `.sizeMismatch` (the fill is then failed, its temp file gone, readers
+    ///   aborted), or `.io` when fsync or rename fails (readers still finish; nothing is stored).
     public func commit() throws(BlobStoreError) {
         do {
             if let expectedSize, expectedSize != written { throw BlobStoreError.sizeMismatch(expected: expectedSize, actual: written) }
             let actual = hasher.finalize()
             guard actual == fill.digest else { throw BlobStoreError.digestMismatch(expected: fill.digest, actual: actual) }
-            guard fsync(fill.fd) == 0 else { throw BlobStoreError.io("fsync \(fill.tmpPath): \(String(cString: strerror(errno)))") }
-            try fill.store.commit(tmp: fill.tmpPath, as: fill.digest)
         } catch let error as BlobStoreError {
             fail(error.description)
             throw error
@@ -249,7 +251,17 @@ public final class BlobFillWriter: @unchecked Sendable {
             fail("\(error)")
             throw .io("\(error)")
         }
-        fill.finish(.committed)
+        fill.finish(.verified)
+        guard fsync(fill.fd) == 0 else {
+            unlink(fill.tmpPath)
+            throw .io("fsync \(fill.tmpPath): \(String(cString: strerror(errno)))")
+        }
+        do {
+            try fill.store.commit(tmp: fill.tmpPath, as: fill.digest)
+        } catch {
+            unlink(fill.tmpPath)
+            throw error
+        }
     }
 
     /// Fails the fill: unlinks the temp file and wakes every reader with the error.

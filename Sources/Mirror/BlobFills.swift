@@ -38,7 +38,7 @@ actor BlobFills {
     func inFlight(_ digest: Digest) -> BlobFill? { active[digest] }
 
     /// Attaches to the fill of `digest`, starting one from `name` on the upstream if none runs.
-    /// - Returns: `.committed` when the blob landed on disk in the meantime, else the fill.
+    /// - Returns: nil when the blob landed in the store in the meantime, else the fill.
     /// - Throws: `BlobStoreError.io` when the temp file cannot be created.
     func attach(_ name: RepositoryName, _ digest: Digest) throws -> BlobFill? {
         if let fill = active[digest] { return fill }

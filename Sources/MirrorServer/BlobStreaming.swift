@@ -7,31 +7,52 @@ import NIOPosix
 /// Streams a byte range of a blob to a response body writer.
 ///
 /// Reads are large (up to 1 MiB) `pread`s on NIO's blocking-I/O thread pool, so a cold disk never stalls an
-/// event loop. From a fill in flight the writer sends whatever has landed (and verified, for the last byte)
-/// and waits on the fill's notification for more; a failed fill throws, which aborts the connection so the
-/// client never sees a complete body.
+/// event loop. Each response rotates through two buffers and reuses their storage once the channel has let go
+/// of it: allocating a fresh megabyte per chunk made glibc's per-thread arenas grow to gigabytes with 32
+/// clients (bench/RESULTS.md). From a fill in flight the writer sends whatever has landed (and verified, for
+/// the last byte) and waits on the fill's notification for more; a failed fill throws, which aborts the
+/// connection so the client never sees a complete body.
 enum BlobStreaming {
     /// Largest single read, in bytes.
-    static let chunkSize = 1 << 20
+    static let chunkSize = 256 << 10
+    /// Bytes a reader of a fill in flight waits for before it sends again, unless the blob ends sooner.
+    static let wakeSize = 128 << 10
 
     static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter) async throws {
         var offset = range.start
         let end = range.end + 1
+        let capacity = Int(min(Int64(chunkSize), range.count))
+        let boxes = (0..<4).map { _ in BufferBox(capacity: capacity) }
+        var next = 0
         while offset < end {
             var available = end
             if case .fill(let fill) = body {
-                available = min(end, try await fill.waitForBytes(atLeast: offset + 1))
+                // Wake for a worthwhile amount (or the end), not for every small write of the transfer.
+                available = min(end, try await fill.waitForBytes(atLeast: min(end, offset + Int64(wakeSize))))
             }
             let count = Int(min(Int64(chunkSize), available - offset))
-            let buffer = try await read(body, at: offset, count: count)
+            let box = boxes[next]
+            next = (next + 1) % boxes.count
+            let at = offset
+            try await NIOThreadPool.singleton.runIfActive { try box.fill(from: body, at: at, count: count) }
+            let buffer = box.take()
             offset += Int64(buffer.readableBytes)
             try await writer.write(buffer)
+            box.give(back: buffer)
         }
     }
 
-    private static func read(_ body: BlobBody, at offset: Int64, count: Int) async throws -> ByteBuffer {
-        try await NIOThreadPool.singleton.runIfActive {
-            var buffer = ByteBufferAllocator().buffer(capacity: count)
+    /// Holds a reusable buffer so the read closure can fill it in place without copying it (a captured
+    /// `var` would share storage and force a copy-on-write allocation).
+    final class BufferBox: @unchecked Sendable {
+        private var buffer: ByteBuffer
+
+        init(capacity: Int) { buffer = ByteBufferAllocator().buffer(capacity: capacity) }
+
+        /// Replaces the contents with `count` bytes read at `offset`. Reuses the storage when nothing else
+        /// still references it.
+        func fill(from body: BlobBody, at offset: Int64, count: Int) throws {
+            buffer.clear()
             let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { ptr in
                 let target = UnsafeMutableRawBufferPointer(rebasing: ptr[0..<count])
                 let n: Int
@@ -42,8 +63,15 @@ enum BlobStreaming {
                 return max(0, n)
             }
             guard n > 0 else { throw BlobReadError() }
-            return buffer
         }
+
+        func take() -> ByteBuffer {
+            let b = buffer
+            buffer = ByteBuffer()
+            return b
+        }
+
+        func give(back b: ByteBuffer) { buffer = b }
     }
 
     struct BlobReadError: Error, CustomStringConvertible {
