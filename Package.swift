@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "MirrorServer",
             dependencies: [
-                "OCI", "Mirror", "BlobStore",
+                "OCI", "Mirror", "BlobStore", "Upstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -26,7 +26,8 @@ public final class BlobFill: Sendable {
         case filling
         /// Digest and size verified: every byte may be sent. (Committing to the store may still be under way.)
         case verified
-        case failed(String)
+        /// The fill failed; readers get this error (what a client should be told).
+        case failed(DistributionError)
     }
 
     struct Waiter {
@@ -74,14 +75,14 @@ public final class BlobFill: Sendable {
     /// Waits until the size is known: the upstream announced it, or the fill verified.
     /// - Returns: the blob size in bytes, or nil if the upstream sent no length and the fill is still running
     ///   (never: a fill without a length resolves this only at commit).
-    /// - Throws: `BlobFillError.failed` when the fill failed first.
+    /// - Throws: the fill's `DistributionError` when it failed first.
     public func waitForSize() async throws -> Int64 {
         while true {
             let size: Int64? = try await withCheckedThrowingContinuation { c in
                 let resume: Result<Int64?, any Error>? = state.withLock { s in
                     switch s.phase {
                     case .verified: return .success(s.written)
-                    case .failed(let m): return .failure(BlobFillError.failed(m))
+                    case .failed(let e): return .failure(e)
                     case .filling:
                         if s.headKnown, let e = s.expectedSize { return .success(e) }
                         s.headWaiters.append(c)
@@ -96,11 +97,11 @@ public final class BlobFill: Sendable {
 
     /// Waits until at least `threshold` bytes may be sent (or the fill ends).
     /// - Returns: the number of bytes readers may send now (may exceed `threshold`; once verified, the whole size).
-    /// - Throws: `BlobFillError.failed` when the fill fails.
+    /// - Throws: the fill's `DistributionError` when it fails.
     public func waitForBytes(atLeast threshold: Int64) async throws -> Int64 {
         try await withCheckedThrowingContinuation { c in
             let resume: Result<Int64, any Error>? = state.withLock { s in
-                if case .failed(let m) = s.phase { return .failure(BlobFillError.failed(m)) }
+                if case .failed(let e) = s.phase { return .failure(e) }
                 if s.visible >= threshold || s.phase == .verified { return .success(s.visible) }
                 s.waiters.append(Waiter(threshold: threshold, continuation: c))
                 return nil
@@ -157,22 +158,13 @@ public final class BlobFill: Sendable {
         case .verified:
             for w in waiters { w.continuation.resume(returning: written) }
             for w in headWaiters { w.resume(returning: written) }
-        case .failed(let m):
+        case .failed(let e):
             unlink(tmpPath)
-            for w in waiters { w.continuation.resume(throwing: BlobFillError.failed(m)) }
-            for w in headWaiters { w.resume(throwing: BlobFillError.failed(m)) }
+            for w in waiters { w.continuation.resume(throwing: e) }
+            for w in headWaiters { w.resume(throwing: e) }
         case .filling:
             break
         }
-    }
-}
-
-/// A fill ended without a verified blob.
-public enum BlobFillError: Error, Sendable, CustomStringConvertible {
-    /// The fill failed; the message says why (upstream error, digest mismatch, ...).
-    case failed(String)
-    public var description: String {
-        switch self { case .failed(let m): "fill failed: \(m)" }
     }
 }
 
@@ -245,10 +237,10 @@ public final class BlobFillWriter: @unchecked Sendable {
             let actual = hasher.finalize()
             guard actual == fill.digest else { throw BlobStoreError.digestMismatch(expected: fill.digest, actual: actual) }
         } catch let error as BlobStoreError {
-            fail(error.description)
+            fail(DistributionError(.unavailable, "blob \(fill.digest) failed verification: \(error)"))
             throw error
         } catch {
-            fail("\(error)")
+            fail(DistributionError(.unavailable, "blob \(fill.digest) failed verification: \(error)"))
             throw .io("\(error)")
         }
         fill.finish(.verified)
@@ -265,7 +257,7 @@ public final class BlobFillWriter: @unchecked Sendable {
     }
 
     /// Fails the fill: unlinks the temp file and wakes every reader with the error.
-    public func fail(_ reason: String) {
-        fill.finish(.failed(reason))
+    public func fail(_ error: DistributionError) {
+        fill.finish(.failed(error))
     }
 }

@@ -68,7 +68,7 @@ public struct BlobStore: Sendable {
             try bytes.withUnsafeBytes { raw in try writer.append(raw) }
         } catch {
             let e = error as? BlobStoreError ?? .io("\(error)")
-            writer.fail(e.description)
+            writer.fail(DistributionError(.unknown, e.description))
             throw e
         }
         try writer.commit()

@@ -58,6 +58,14 @@ public final class CacheIndex: Sendable {
         }
     }
 
+    /// Every tag recorded for `registry`/`repository`.
+    public func tags(registry: String, repository: String) throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(db, sql: "SELECT tag FROM tag WHERE registry = ? AND repository = ? ORDER BY tag",
+                                arguments: [registry, repository])
+        }
+    }
+
     /// Inserts or replaces a tag mapping.
     public func upsertTag(_ record: TagRecord) throws {
         try pool.write { db in try record.upsert(db) }

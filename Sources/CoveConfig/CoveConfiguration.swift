@@ -11,13 +11,46 @@ public struct CoveConfiguration: Sendable {
     public var storage: String = "./cove-data"
     /// swift-log level name.
     public var logLevel: String = "info"
-    public var upstream: UpstreamConfiguration = UpstreamConfiguration(url: "https://registry-1.docker.io")
+    /// Upstream registries in configuration order (never empty).
+    public var registries: [RegistryConfiguration] = [CoveConfiguration.dockerHub]
+    /// Name of the registry for requests that name none (no `?ns=`, no path prefix).
+    public var defaultRegistry: String = "docker.io"
+    /// Serve registries that are not configured, at `https://<host>` (off: Cove is not an open proxy).
+    public var allowAnyRegistry = false
+    /// Timeouts and cool-down applied to every endpoint.
+    public var network = NetworkSettings()
     public var cache: MirrorConfiguration = MirrorConfiguration()
 
     public init() {}
 
+    /// The embedded default upstream: Docker Hub.
+    public static let dockerHub = RegistryConfiguration(name: "docker.io", endpoints: [UpstreamConfiguration(url: "https://registry-1.docker.io")])
+
     /// The log levels `log_level` accepts.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// The registries with `network` applied to every endpoint: what the upstream clients are built from.
+    public var effectiveRegistries: [RegistryConfiguration] {
+        registries.map { r in
+            var r = r
+            r.cooldown = network.cooldown
+            r.endpoints = r.endpoints.map { e in
+                var e = e
+                e.requestLimits = network.requestLimits
+                e.blobLimits = network.blobLimits
+                return e
+            }
+            return r
+        }
+    }
+
+    /// Replaces the registries with one registry at `url` (the `upstream:` key and the `--upstream` flag).
+    public mutating func useSingleUpstream(url: String, credentials: Credentials? = nil, libraryPrefix: Bool? = nil) {
+        let name = RegistryConfiguration.name(forURL: url)
+        registries = [RegistryConfiguration(name: name, endpoints: [UpstreamConfiguration(url: url, credentials: credentials)],
+                                            libraryPrefix: libraryPrefix)]
+        defaultRegistry = name
+    }
 
     /// Parses a YAML document on top of the defaults.
     /// - Parameter environment: where `password_env` variables are looked up.
@@ -30,70 +63,75 @@ public struct CoveConfiguration: Sendable {
         var config = CoveConfiguration()
         guard let node else { return config }
         let root = try Section(node, path: "")
-        try root.allow(["listen", "storage", "log_level", "upstream", "cache"])
+        try root.allow(["listen", "storage", "log_level", "upstream", "registries", "default_registry",
+                        "allow_any_registry", "offline", "network", "cache"])
         if let v = try root.string("listen") { config.listen = try ListenAddress.parse(v, key: "listen") }
-        if let v = try root.string("storage") {
-            guard !v.isEmpty else { throw ConfigError("storage", "must not be empty") }
-            config.storage = v
-        }
+        if let v = try root.string("storage") { config.storage = v }
         if let v = try root.string("log_level") {
             guard logLevels.contains(v) else { throw ConfigError("log_level", "must be one of \(logLevels.joined(separator: ", "))") }
             config.logLevel = v
         }
-        if let u = try root.section("upstream") {
-            try u.allow(["url", "username", "password_file", "password_env", "library_prefix", "connect_timeout",
-                         "request_timeout", "low_speed_limit", "low_speed_time"])
-            var up = config.upstream
-            if let url = try u.string("url") {
-                guard URLParts(url) != nil else { throw ConfigError("upstream.url", "must be an absolute http:// or https:// URL") }
-                up = UpstreamConfiguration(url: url)
-            }
-            if let prefix = try u.string("library_prefix") {
-                switch prefix {
-                case "auto": up.libraryPrefix = UpstreamConfiguration.isDockerHub(up.url)
-                case "true": up.libraryPrefix = true
-                case "false": up.libraryPrefix = false
-                default: throw ConfigError("upstream.library_prefix", "must be auto, true or false")
+        if let v = try root.bool("allow_any_registry") { config.allowAnyRegistry = v }
+        if let v = try root.bool("offline") { config.cache.offline = v }
+        if let n = try root.section("network") {
+            try n.allow(["connect_timeout", "request_timeout", "low_speed_limit", "low_speed_time", "cooldown"])
+            if let v = try n.duration("connect_timeout") { config.network.connectTimeout = v }
+            if let v = try n.duration("request_timeout") { config.network.requestTimeout = v }
+            if let v = try n.size("low_speed_limit") { config.network.lowSpeedLimit = Int(v) }
+            if let v = try n.duration("low_speed_time") { config.network.lowSpeedTime = v }
+            if let v = try n.duration("cooldown") { config.network.cooldown = v }
+        }
+        let upstream = try root.section("upstream")
+        let registries = try root.section("registries")
+        if upstream != nil, registries != nil {
+            throw ConfigError("upstream", "use either upstream (one registry) or registries (several), not both")
+        }
+        if let u = upstream {
+            try u.allow(["url", "username", "password_file", "password_env", "library_prefix"])
+            let url = try u.string("url") ?? "https://registry-1.docker.io"
+            guard URLParts(url) != nil else { throw ConfigError(u.key("url"), "must be an absolute http:// or https:// URL") }
+            config.useSingleUpstream(url: url, credentials: try credentials(u, environment), libraryPrefix: try libraryPrefix(u))
+        }
+        if let r = registries {
+            config.registries = []
+            for (nameNode, value) in r.mapping {
+                let name = (nameNode.scalar?.string ?? "").lowercased()
+                let path = r.key(name)
+                guard UpstreamRouter.looksLikeHost(name) else {
+                    throw ConfigError(path, "registry names are hosts such as docker.io, ghcr.io or registry.example.com:5000")
                 }
-            }
-            let username = try u.string("username")
-            let passwordFile = try u.string("password_file")
-            let passwordEnv = try u.string("password_env")
-            if passwordFile != nil, passwordEnv != nil {
-                throw ConfigError("upstream.password_file", "set password_file or password_env, not both")
-            }
-            var password: String?
-            if let passwordFile {
-                guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
-                    throw ConfigError("upstream.password_file", "cannot read \(passwordFile)")
+                let section = try Section(value, path: path)
+                try section.allow(["endpoints", "library_prefix", "auth_hosts"])
+                guard let list = section.value("endpoints")?.sequence, !list.isEmpty else {
+                    throw ConfigError(section.key("endpoints"), "must list at least one endpoint")
                 }
-                password = text.trimmingCharacters(in: .newlines)
-            } else if let passwordEnv {
-                guard let value = environment[passwordEnv] else {
-                    throw ConfigError("upstream.password_env", "environment variable \(passwordEnv) is not set")
+                var endpoints: [UpstreamConfiguration] = []
+                for (i, item) in list.enumerated() {
+                    let e = try Section(item, path: section.key("endpoints[\(i)]"))
+                    try e.allow(["url", "resolve_tags", "username", "password_file", "password_env"])
+                    guard let url = try e.string("url"), URLParts(url) != nil else {
+                        throw ConfigError(e.key("url"), "must be an absolute http:// or https:// URL")
+                    }
+                    endpoints.append(UpstreamConfiguration(url: url, credentials: try credentials(e, environment),
+                                                           resolveTags: try e.bool("resolve_tags") ?? true))
                 }
-                password = value
+                guard endpoints.contains(where: \.resolveTags) else {
+                    throw ConfigError(section.key("endpoints"), "at least one endpoint must have resolve_tags: true")
+                }
+                let authHosts = try section.stringList("auth_hosts")
+                config.registries.append(RegistryConfiguration(name: RegistryConfiguration.dockerHubAliases.contains(name) ? "docker.io" : name,
+                                                               endpoints: endpoints, libraryPrefix: try libraryPrefix(section),
+                                                               authHosts: authHosts))
             }
-            if let username, !username.isEmpty {
-                guard let password else { throw ConfigError("upstream.username", "needs password_file or password_env") }
-                up.credentials = Credentials(username: username, password: password)
-            } else if password != nil {
-                throw ConfigError("upstream.username", "is required when a password is configured")
+            guard !config.registries.isEmpty else { throw ConfigError("registries", "must configure at least one registry") }
+            config.defaultRegistry = config.registries.contains { $0.name == "docker.io" } ? "docker.io" : config.registries[0].name
+        }
+        if let d = try root.string("default_registry") {
+            let name = RegistryConfiguration.dockerHubAliases.contains(d) ? "docker.io" : d.lowercased()
+            guard config.registries.contains(where: { $0.name == name }) else {
+                throw ConfigError("default_registry", "\(d) is not a configured registry (\(config.registries.map(\.name).joined(separator: ", ")))")
             }
-            if let v = try u.duration("connect_timeout") {
-                up.requestLimits.connectTimeout = v
-                up.blobLimits.connectTimeout = v
-            }
-            if let v = try u.duration("request_timeout") { up.requestLimits.totalTimeout = v }
-            if let v = try u.size("low_speed_limit") {
-                up.requestLimits.lowSpeedLimit = Int(v)
-                up.blobLimits.lowSpeedLimit = Int(v)
-            }
-            if let v = try u.duration("low_speed_time") {
-                up.requestLimits.lowSpeedTime = v
-                up.blobLimits.lowSpeedTime = v
-            }
-            config.upstream = up
+            config.defaultRegistry = name
         }
         if let c = try root.section("cache") {
             try c.allow(["tag_ttl", "max_blob_size", "max_concurrent_fills", "fill_retries"])
@@ -109,6 +147,67 @@ public struct CoveConfiguration: Sendable {
             }
         }
         return config
+    }
+
+    private static func libraryPrefix(_ s: Section) throws(ConfigError) -> Bool? {
+        guard let v = try s.string("library_prefix") else { return nil }
+        switch v {
+        case "auto": return nil
+        case "true": return true
+        case "false": return false
+        default: throw ConfigError(s.key("library_prefix"), "must be auto, true or false")
+        }
+    }
+
+    /// `username` with `password_file` or `password_env`; the password never comes from the YAML itself.
+    private static func credentials(_ s: Section, _ environment: [String: String]) throws(ConfigError) -> Credentials? {
+        let username = try s.string("username")
+        let passwordFile = try s.string("password_file")
+        let passwordEnv = try s.string("password_env")
+        if passwordFile != nil, passwordEnv != nil {
+            throw ConfigError(s.key("password_file"), "set password_file or password_env, not both")
+        }
+        var password: String?
+        if let passwordFile {
+            guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
+                throw ConfigError(s.key("password_file"), "cannot read \(passwordFile)")
+            }
+            password = text.trimmingCharacters(in: .newlines)
+        } else if let passwordEnv {
+            guard let value = environment[passwordEnv] else {
+                throw ConfigError(s.key("password_env"), "environment variable \(passwordEnv) is not set")
+            }
+            password = value
+        }
+        if let username {
+            guard let password else { throw ConfigError(s.key("username"), "needs password_file or password_env") }
+            return Credentials(username: username, password: password)
+        }
+        if password != nil { throw ConfigError(s.key("username"), "is required when a password is configured") }
+        return nil
+    }
+}
+
+/// Timeouts and cool-down for every upstream endpoint.
+public struct NetworkSettings: Sendable {
+    /// Seconds to establish a connection (TCP + TLS).
+    public var connectTimeout: Double = 10
+    /// Whole-request limit in seconds for small requests (manifests, tokens, tag lists, HEAD).
+    public var requestTimeout: Double = 60
+    /// Bytes per second below which a transfer counts as stalled after `lowSpeedTime` seconds.
+    public var lowSpeedLimit: Int = 1024
+    public var lowSpeedTime: Double = 30
+    /// Seconds a failing endpoint is skipped.
+    public var cooldown: Double = 30
+
+    public init() {}
+
+    public var requestLimits: TransferLimits {
+        TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: lowSpeedLimit, lowSpeedTime: lowSpeedTime, totalTimeout: requestTimeout)
+    }
+
+    public var blobLimits: TransferLimits {
+        TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: lowSpeedLimit, lowSpeedTime: lowSpeedTime, totalTimeout: 0)
     }
 }
 
@@ -198,6 +297,26 @@ struct Section {
         guard let s = try string(k) else { return nil }
         guard let v = Units.bytes(s) else { throw ConfigError(key(k), "\"\(s)\" is not a size (e.g. 4096, 512MiB, 200GiB)") }
         return v
+    }
+
+    func bool(_ k: String) throws(ConfigError) -> Bool? {
+        guard let s = try string(k) else { return nil }
+        switch s.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw ConfigError(key(k), "\"\(s)\" is not true or false")
+        }
+    }
+
+    func stringList(_ k: String) throws(ConfigError) -> [String] {
+        guard let v = value(k) else { return [] }
+        guard let seq = v.sequence else { throw ConfigError(key(k), "must be a list") }
+        var out: [String] = []
+        for item in seq {
+            guard let s = item.scalar?.string, !s.isEmpty else { throw ConfigError(key(k), "must be a list of host names") }
+            out.append(s.lowercased())
+        }
+        return out
     }
 
     func int(_ k: String) throws(ConfigError) -> Int? {

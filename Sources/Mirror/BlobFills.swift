@@ -16,7 +16,6 @@ actor BlobFills {
     private var active: [Digest: BlobFill] = [:]
     let store: BlobStore
     let index: CacheIndex
-    let upstream: UpstreamClient
     let configuration: MirrorConfiguration
     let slots: AsyncSemaphore
     let logger: Logger
@@ -25,10 +24,9 @@ actor BlobFills {
     /// Fills that failed verification or transfer.
     let failures = Atomic<Int>(0)
 
-    init(store: BlobStore, index: CacheIndex, upstream: UpstreamClient, configuration: MirrorConfiguration, logger: Logger) {
+    init(store: BlobStore, index: CacheIndex, configuration: MirrorConfiguration, logger: Logger) {
         self.store = store
         self.index = index
-        self.upstream = upstream
         self.configuration = configuration
         self.slots = AsyncSemaphore(configuration.maxConcurrentFills)
         self.logger = logger
@@ -37,16 +35,17 @@ actor BlobFills {
     /// The fill in flight for `digest`, if any (a HEAD answers from it without starting one).
     func inFlight(_ digest: Digest) -> BlobFill? { active[digest] }
 
-    /// Attaches to the fill of `digest`, starting one from `name` on the upstream if none runs.
+    /// Attaches to the fill of `digest`, starting one from `name` on `registry` if none runs. (Blobs are
+    /// content-addressed, so a fill started for one registry serves requests from all of them.)
     /// - Returns: nil when the blob landed in the store in the meantime, else the fill.
     /// - Throws: `BlobStoreError.io` when the temp file cannot be created.
-    func attach(_ name: RepositoryName, _ digest: Digest) throws -> BlobFill? {
+    func attach(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) throws -> BlobFill? {
         if let fill = active[digest] { return fill }
         if store.open(digest) != nil, (try? index.blob(digest.description)) != nil { return nil }
         let fill = try BlobFill(store: store, digest: digest)
         active[digest] = fill
         Task.detached { [self] in
-            await run(fill, name)
+            await run(fill, registry, name)
             await finished(digest)
         }
         return fill
@@ -57,23 +56,26 @@ actor BlobFills {
     /// Drives one fill to its end. Transport failures resume from the bytes already written with
     /// `Range: bytes=N-` (exponential backoff from 0.5 s); an upstream that ignores the range and answers 200
     /// makes the writer start over from zero. The whole blob is verified either way.
-    private nonisolated func run(_ fill: BlobFill, _ name: RepositoryName) async {
+    private nonisolated func run(_ fill: BlobFill, _ registry: RegistryClient, _ name: RepositoryName) async {
         await slots.acquire()
         let writer = fill.makeWriter()
         writer.sizeLimit = configuration.maxBlobSize
         let sink = FillSink(writer: writer)
-        let upstreamName = upstream.upstreamName(for: name)
+        let upstreamName = registry.upstreamName(for: name)
         var attempt = 0
-        var failure: String?
+        var failure: DistributionError?
         while true {
             upstreamFetches.add(1, ordering: .relaxed)
             let before = writer.bytesWritten
             do {
-                _ = try await upstream.blob(upstreamName, fill.digest, from: before, into: sink)
+                _ = try await registry.blob(upstreamName, fill.digest, from: { writer.bytesWritten }, into: sink)
                 break
             } catch {
                 if let refused = sink.failure { failure = refused; break }
-                guard case .transport = error, attempt < configuration.fillRetries else { failure = "\(error)"; break }
+                guard case .transport = error, attempt < configuration.fillRetries else {
+                    failure = .from(error, notFound: .blobUnknown, subject: "blob \(fill.digest)")
+                    break
+                }
                 // A transfer that made progress earns its retries back: only consecutive failures count.
                 attempt = writer.bytesWritten > before ? 1 : attempt + 1
                 let delay = 0.5 * pow(2, Double(attempt - 1))
@@ -91,12 +93,15 @@ actor BlobFills {
                 try index.insertBlob(digest: fill.digest.description, size: writer.bytesWritten, mediaType: sink.mediaType)
                 logger.info("blob cached", metadata: ["digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)"])
             } catch {
-                failure = "\(error)"
+                // Verification failures already failed the fill (readers aborted); this is for the log.
+                failure = DistributionError(.unavailable, "blob \(fill.digest): \(error)")
             }
         }
         if let failure {
             failures.add(1, ordering: .relaxed)
-            logger.error("blob fill failed", metadata: ["digest": "\(fill.digest)", "repository": "\(name)", "error": "\(failure)"])
+            logger.error("blob fill failed", metadata: [
+                "digest": "\(fill.digest)", "registry": "\(registry.name)", "repository": "\(name)", "error": "\(failure)",
+            ])
         }
         await slots.release()
     }
@@ -106,7 +111,7 @@ actor BlobFills {
 final class FillSink: BodySink, @unchecked Sendable {
     let writer: BlobFillWriter
     /// Set on the transfer thread when the sink refuses a response; read after the transfer ends.
-    private(set) var failure: String?
+    private(set) var failure: DistributionError?
     private(set) var mediaType = MediaType.octetStream
 
     init(writer: BlobFillWriter) { self.writer = writer }
@@ -118,7 +123,7 @@ final class FillSink: BodySink, @unchecked Sendable {
                 // Resumed: the range must start where we are; the total comes from Content-Range.
                 guard let range = head["Content-Range"], let (start, total) = Self.parseContentRange(range),
                       start == writer.bytesWritten else {
-                    failure = "upstream answered a resume with an unusable Content-Range"
+                    failure = DistributionError(.unavailable, "upstream answered a resume with an unusable Content-Range")
                     return false
                 }
                 if let total { try writer.expect(size: total) }
@@ -128,9 +133,16 @@ final class FillSink: BodySink, @unchecked Sendable {
             }
             return true
         } catch {
-            failure = "\(error)"
+            failure = Self.refusal(error)
             return false
         }
+    }
+
+    private static func refusal(_ error: BlobStoreError) -> DistributionError {
+        if case .tooLarge(let limit) = error {
+            return DistributionError(.sizeInvalid, "blob exceeds this mirror's size limit of \(limit) bytes")
+        }
+        return DistributionError(.unavailable, "cannot store blob: \(error)")
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
@@ -138,7 +150,7 @@ final class FillSink: BodySink, @unchecked Sendable {
             try writer.append(bytes)
             return true
         } catch {
-            failure = "\(error)"
+            failure = Self.refusal(error)
             return false
         }
     }

@@ -43,26 +43,25 @@ public final class Mirror: Sendable {
     public let configuration: MirrorConfiguration
     public let store: BlobStore
     public let index: CacheIndex
-    public let upstream: UpstreamClient
+    /// Where requests go upstream.
+    public let router: UpstreamRouter
     let logger: Logger
     let fills: BlobFills
     let manifestFlights = SingleFlight<String, ServedManifest>()
 
     /// Opens the cache under `storage` (creating `index.sqlite`, `blobs/`, `tmp/`).
     /// - Throws: `BlobStoreError` or a database error when the storage cannot be opened.
-    public init(storage: URL, upstream: UpstreamClient, configuration: MirrorConfiguration, logger: Logger) throws {
+    public init(storage: URL, router: UpstreamRouter, configuration: MirrorConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.store = try BlobStore(root: storage)
         self.index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path)
-        self.upstream = upstream
+        self.router = router
         self.logger = logger
-        self.fills = BlobFills(store: store, index: index, upstream: upstream, configuration: configuration, logger: logger)
+        self.fills = BlobFills(store: store, index: index, configuration: configuration, logger: logger)
     }
 
     /// Upstream blob GETs started so far (resumes included).
     public var upstreamBlobFetches: Int { fills.upstreamFetches.load(ordering: .relaxed) }
-
-    private var registry: String { upstream.configuration.registryKey }
 
     // MARK: - Manifests
 
@@ -70,25 +69,32 @@ public final class Mirror: Sendable {
     /// - Throws: `DistributionError`: `MANIFEST_UNKNOWN` (404) when neither cache nor upstream has it,
     ///   `DENIED`, `TOOMANYREQUESTS` or `UNAVAILABLE` for upstream failures, `MANIFEST_INVALID` when the
     ///   upstream's bytes do not match their digest.
-    public func manifest(_ name: RepositoryName, _ reference: Reference) async throws(DistributionError) -> ServedManifest {
-        let upstreamName = upstream.upstreamName(for: name)
+    public func manifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference) async throws(DistributionError) -> ServedManifest {
+        let upstreamName = registry.upstreamName(for: name)
         switch reference {
         case .digest(let digest):
             if let cached = cachedManifest(digest) { return cached }
-            return try await flight("\(registry)/\(upstreamName)@\(digest)") { [self] () throws(DistributionError) in
+            try requireOnline("manifest \(name)@\(digest)", code: .manifestUnknown)
+            return try await flight("\(registry.name)/\(upstreamName)@\(digest)") { [self] () throws(DistributionError) in
                 if let cached = cachedManifest(digest) { return cached }
-                return try await fetchManifest(upstreamName, reference, expected: digest)
+                return try await fetchManifest(registry, upstreamName, reference, expected: digest)
             }
         case .tag(let tag):
-            if let record = try? index.tag(registry: registry, repository: upstreamName.value, tag: tag.value),
+            if let record = try? index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value),
                let digest = try? Digest(record.digest), let cached = cachedManifest(digest),
-               Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
+               configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
                 return cached
             }
-            return try await flight("\(registry)/\(upstreamName):\(tag)") { [self] () throws(DistributionError) in
-                try await resolveTag(upstreamName, tag)
+            try requireOnline("manifest \(name):\(tag)", code: .manifestUnknown)
+            return try await flight("\(registry.name)/\(upstreamName):\(tag)") { [self] () throws(DistributionError) in
+                try await resolveTag(registry, upstreamName, tag)
             }
         }
+    }
+
+    /// In offline mode a miss is final: 404 without contacting any upstream.
+    private func requireOnline(_ subject: String, code: DistributionErrorCode) throws(DistributionError) {
+        if configuration.offline { throw DistributionError(code, "\(subject) is not cached and this mirror is offline") }
     }
 
     private func flight(_ key: String, _ op: @escaping @Sendable () async throws(DistributionError) -> ServedManifest) async throws(DistributionError) -> ServedManifest {
@@ -102,15 +108,15 @@ public final class Mirror: Sendable {
     }
 
     /// Revalidates (or first resolves) a tag: HEAD upstream, GET only when the digest is new.
-    private func resolveTag(_ name: RepositoryName, _ tag: Tag) async throws(DistributionError) -> ServedManifest {
-        let record = try? index.tag(registry: registry, repository: name.value, tag: tag.value)
+    private func resolveTag(_ registry: RegistryClient, _ name: RepositoryName, _ tag: Tag) async throws(DistributionError) -> ServedManifest {
+        let record = try? index.tag(registry: registry.name, repository: name.value, tag: tag.value)
         let cached = record.flatMap { try? Digest($0.digest) }.flatMap { cachedManifest($0) }
-        guard let cached else { return try await fetchManifest(name, .tag(tag), expected: nil) }
+        guard let cached else { return try await fetchManifest(registry, name, .tag(tag), expected: nil) }
         if Date().timeIntervalSince(record!.checkedAt) < configuration.tagTTL { return cached }
         do {
-            let head = try await upstream.manifest(name, .tag(tag), method: "HEAD").head
+            let head = try await registry.manifest(name, .tag(tag), method: "HEAD").head
             if let d = head["Docker-Content-Digest"], d == cached.digest.description {
-                try? index.markTagChecked(registry: registry, repository: name.value, tag: tag.value)
+                try? index.markTagChecked(registry: registry.name, repository: name.value, tag: tag.value)
                 return cached
             }
         } catch {
@@ -125,8 +131,8 @@ public final class Mirror: Sendable {
             return stale
         }
         do {
-            return try await fetchManifest(name, .tag(tag), expected: nil)
-        } catch where error.code == .unavailable || error.code == .tooManyRequests {
+            return try await fetchManifest(registry, name, .tag(tag), expected: nil)
+        } catch where [.unavailable, .tooManyRequests, .denied].contains(error.code) {
             var stale = cached
             stale.stale = true
             return stale
@@ -134,10 +140,10 @@ public final class Mirror: Sendable {
     }
 
     /// GETs a manifest, verifies it, stores it byte-exact and records the tag if fetched by tag.
-    private func fetchManifest(_ name: RepositoryName, _ reference: Reference, expected: Digest?) async throws(DistributionError) -> ServedManifest {
+    private func fetchManifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference, expected: Digest?) async throws(DistributionError) -> ServedManifest {
         let response: UpstreamResponse
         do {
-            response = try await upstream.manifest(name, reference, method: "GET")
+            response = try await registry.manifest(name, reference, method: "GET")
         } catch {
             throw .from(error, notFound: .manifestUnknown, subject: "manifest \(name):\(reference)")
         }
@@ -161,11 +167,11 @@ public final class Mirror: Sendable {
             } + (summary?.blobs ?? []).map {
                 ManifestChildRecord(parentDigest: digest.description, childDigest: $0.digest.description, kind: "blob", size: $0.size, platform: nil)
             }
-            try index.insertManifest(ManifestRecord(digest: digest.description, mediaType: mediaType, registry: registry, repository: name.value),
+            try index.insertManifest(ManifestRecord(digest: digest.description, mediaType: mediaType, registry: registry.name, repository: name.value),
                                      size: Int64(body.count), children: children)
             if case .tag(let tag) = reference {
                 let now = Date()
-                try index.upsertTag(TagRecord(registry: registry, repository: name.value, tag: tag.value, digest: digest.description, fetchedAt: now, checkedAt: now))
+                try index.upsertTag(TagRecord(registry: registry.name, repository: name.value, tag: tag.value, digest: digest.description, fetchedAt: now, checkedAt: now))
             }
         } catch {
             // Serving still works from memory; the next request will try to store again.
@@ -191,11 +197,14 @@ public final class Mirror: Sendable {
     /// - Throws: `BLOB_UNKNOWN` (404) when the upstream lacks it; `DENIED`, `TOOMANYREQUESTS`, `UNAVAILABLE`
     ///   for upstream failures; `SIZE_INVALID` when it exceeds the configured maximum size; `UNAVAILABLE`
     ///   when the fill fails before its size is known.
-    public func blob(_ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
+    public func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
         if let hit = cachedBlob(digest) { return hit }
+        if configuration.offline, await fills.inFlight(digest) == nil {
+            throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
+        }
         let fill: BlobFill
         do {
-            guard let f = try await fills.attach(name, digest) else {
+            guard let f = try await fills.attach(registry, name, digest) else {
                 if let hit = cachedBlob(digest) { return hit }
                 throw DistributionError(.unknown, "blob \(digest) vanished while being served")
             }
@@ -208,23 +217,26 @@ public final class Mirror: Sendable {
         do {
             let size = try await fill.waitForSize()
             return ServedBlob(digest: digest, size: size, mediaType: MediaType.octetStream, body: .fill(fill))
+        } catch let e as DistributionError {
+            throw e
         } catch {
-            throw try await blobFailure(name, digest, fill)
+            throw DistributionError(.unknown, "\(error)")
         }
     }
 
     /// Size and media type of a blob for HEAD: from the cache, a fill in flight, or an upstream HEAD (which
     /// does not start a fill).
     /// - Throws: as `blob(_:_:)`.
-    public func blobHead(_ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> (size: Int64, mediaType: String) {
+    public func blobHead(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> (size: Int64, mediaType: String) {
         if let record = try? index.blob(digest.description), store.open(digest) != nil {
             return (record.size, record.mediaType)
         }
         if let fill = await fills.inFlight(digest), let size = try? await fill.waitForSize() {
             return (size, MediaType.octetStream)
         }
+        try requireOnline("blob \(digest)", code: .blobUnknown)
         do {
-            let head = try await upstream.blobHead(upstream.upstreamName(for: name), digest)
+            let head = try await registry.blobHead(registry.upstreamName(for: name), digest)
             guard let size = head.contentLength else {
                 throw DistributionError(.unavailable, "upstream HEAD for blob \(digest) gave no Content-Length")
             }
@@ -239,24 +251,6 @@ public final class Mirror: Sendable {
         } catch {
             throw DistributionError(.unknown, "\(error)")
         }
-    }
-
-    /// Why a fill failed, as a client error: re-asks the upstream with a HEAD so a missing blob is a 404.
-    private func blobFailure(_ name: RepositoryName, _ digest: Digest, _ fill: BlobFill) async throws(DistributionError) -> DistributionError {
-        let reason: String = if case .failed(let m) = fill.phase { m } else { "fill failed" }
-        if reason.contains("upstream answered 404") {
-            return DistributionError(.blobUnknown, "blob \(digest) not found upstream")
-        }
-        if reason.contains("upstream answered 401") || reason.contains("upstream answered 403") {
-            return DistributionError(.denied, "upstream denied access to blob \(digest) (are credentials for this upstream configured?)", status: 403)
-        }
-        if reason.contains("upstream answered 429") {
-            return DistributionError(.tooManyRequests, "upstream rate limit reached fetching blob \(digest)")
-        }
-        if reason.contains("larger than the limit") {
-            return DistributionError(.sizeInvalid, "blob \(digest) exceeds this mirror's size limit")
-        }
-        return DistributionError(.unavailable, "blob \(digest) could not be fetched: \(reason)")
     }
 
     private func cachedBlob(_ digest: Digest) -> ServedBlob? {
@@ -280,10 +274,11 @@ public final class Mirror: Sendable {
     /// is rewritten to this mirror's name for the repository (OCI distribution spec, "Listing Tags").
     /// - Returns: body bytes and the `Link` header value, if any.
     /// - Throws: `NAME_UNKNOWN` (404) and the upstream mappings of `manifest(_:_:)`.
-    public func tags(_ name: RepositoryName, query: String) async throws(DistributionError) -> (body: [UInt8], link: String?) {
-        let upstreamName = upstream.upstreamName(for: name)
+    public func tags(_ registry: RegistryClient, _ name: RepositoryName, query: String) async throws(DistributionError) -> (body: [UInt8], link: String?) {
+        let upstreamName = registry.upstreamName(for: name)
+        if configuration.offline { return try cachedTags(registry, name, upstreamName, query: query) }
         do {
-            let response = try await upstream.tags(upstreamName, query: query)
+            let response = try await registry.tags(upstreamName, query: query)
             let link = response.head["Link"].map {
                 $0.replacingOccurrences(of: "/v2/\(upstreamName.value)/", with: "/v2/\(name.value)/")
             }
@@ -291,5 +286,26 @@ public final class Mirror: Sendable {
         } catch {
             throw .from(error, notFound: .nameUnknown, subject: "repository \(name)")
         }
+    }
+
+    /// The tags the cache knows for a repository, paginated with `n` and `last` like the spec's tag listing.
+    private func cachedTags(_ registry: RegistryClient, _ name: RepositoryName, _ upstreamName: RepositoryName, query: String) throws(DistributionError) -> (body: [UInt8], link: String?) {
+        var n: Int?, last: String?
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { continue }
+            if kv[0] == "n" { n = Int(kv[1]) }
+            if kv[0] == "last" { last = kv[1].removingPercentEncoding }
+        }
+        var tags = ((try? index.tags(registry: registry.name, repository: upstreamName.value)) ?? []).sorted()
+        guard !tags.isEmpty else { throw DistributionError(.nameUnknown, "repository \(name) is not cached and this mirror is offline") }
+        if let last { tags = tags.filter { $0 > last } }
+        var link: String?
+        if let n, n >= 0, tags.count > n {
+            tags = Array(tags.prefix(n))
+            link = "</v2/\(name)/tags/list?n=\(n)&last=\(tags.last ?? "")>; rel=\"next\""
+        }
+        let list = tags.map { DistributionError.jsonString($0) }.joined(separator: ",")
+        return (Array(#"{"name":\#(DistributionError.jsonString(name.value)),"tags":[\#(list)]}"#.utf8), link)
     }
 }

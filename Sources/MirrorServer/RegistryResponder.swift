@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import Mirror
 import OCI
+import Upstream
 
 /// The registry API front: maps requests to `Mirror` calls and `DistributionError`s to the JSON envelope.
 ///
@@ -50,7 +51,8 @@ public struct RegistryResponder: HTTPResponder {
             return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
         default: break
         }
-        guard let route = try RegistryRoute(path: path) else {
+        let router = mirror.router
+        guard let route = try RegistryRoute(path: path, isRegistry: { router.isRegistryPrefix($0) }) else {
             throw DistributionError(.unsupported, "no such endpoint: \(path.prefix(200))", status: 404)
         }
         let method = request.method
@@ -65,15 +67,16 @@ public struct RegistryResponder: HTTPResponder {
             throw Self.unsupported(method)
         case .referrers:
             throw DistributionError(.unsupported, "the referrers API is not offered by this mirror", status: readOnly ? 404 : 405)
-        case .tags(let name):
+        case .tags(let target):
             guard method == .get else { throw Self.unsupported(method) }
-            let (body, link) = try await mirror.tags(name, query: request.uri.query ?? "")
+            let registry = try registry(for: target, request)
+            let (body, link) = try await mirror.tags(registry, target.name, query: Self.query(request, dropping: "ns"))
             var response = Self.json(body, head: false)
             if let link { response.headers[Self.link] = link }
             return response
-        case .manifest(let name, let reference):
+        case .manifest(let target, let reference):
             guard readOnly else { throw Self.unsupported(method) }
-            let manifest = try await mirror.manifest(name, reference)
+            let manifest = try await mirror.manifest(try registry(for: target, request), target.name, reference)
             var headers: HTTPFields = [
                 .contentType: manifest.mediaType,
                 .contentLength: String(manifest.body.count),
@@ -86,13 +89,26 @@ public struct RegistryResponder: HTTPResponder {
             }
             let body = method == .head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: manifest.body))
             return Response(status: .ok, headers: headers, body: body)
-        case .blob(let name, let digest):
+        case .blob(let target, let digest):
             guard readOnly else { throw Self.unsupported(method) }
-            return try await blob(name, digest, request: request)
+            return try await blob(try registry(for: target, request), target.name, digest, request: request)
         }
     }
 
-    private func blob(_ name: RepositoryName, _ digest: Digest, request: Request) async throws -> Response {
+    /// Routing (DESIGN.md): a `/v2/<registry-host>/...` path prefix, else containerd's `?ns=<registry>`,
+    /// else the default registry.
+    private func registry(for target: RepositoryTarget, _ request: Request) throws(DistributionError) -> RegistryClient {
+        let ns = request.uri.queryParameters["ns"].map(String.init)
+        return try mirror.router.registry(named: target.registry ?? ns)
+    }
+
+    /// The query string without `name` (containerd's `ns` is for Cove, not for the upstream).
+    static func query(_ request: Request, dropping name: String) -> String {
+        guard let q = request.uri.query, !q.isEmpty else { return "" }
+        return q.split(separator: "&").filter { !$0.hasPrefix(name + "=") && $0 != name }.joined(separator: "&")
+    }
+
+    private func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest, request: Request) async throws -> Response {
         var headers: HTTPFields = [
             Self.contentDigest: digest.description,
             .acceptRanges: "bytes",
@@ -101,7 +117,7 @@ public struct RegistryResponder: HTTPResponder {
         ]
         let rangeHeader = request.headers[.range]
         if request.method == .head {
-            let (size, mediaType) = try await mirror.blobHead(name, digest)
+            let (size, mediaType) = try await mirror.blobHead(registry, name, digest)
             headers[.contentType] = mediaType
             if case .range(let r) = ByteRange.parse(rangeHeader, size: size) {
                 headers[.contentRange] = "bytes \(r.start)-\(r.end)/\(size)"
@@ -111,7 +127,7 @@ public struct RegistryResponder: HTTPResponder {
             headers[.contentLength] = String(size)
             return Response(status: .ok, headers: headers, body: ResponseBody())
         }
-        let blob = try await mirror.blob(name, digest)
+        let blob = try await mirror.blob(registry, name, digest)
         headers[.contentType] = blob.mediaType
         var status = HTTPResponse.Status.ok
         var range = ByteRange(start: 0, end: blob.size - 1)

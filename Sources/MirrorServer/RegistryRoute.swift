@@ -1,52 +1,72 @@
 import OCI
 
+/// The repository a request is about: which upstream registry (nil: decided by `?ns=` or the default) and the
+/// repository name there.
+public struct RepositoryTarget: Equatable, Sendable {
+    /// Registry host from a `/v2/<registry-host>/<name>/...` path prefix, lowercased.
+    public var registry: String?
+    public var name: RepositoryName
+
+    public init(registry: String? = nil, name: RepositoryName) {
+        self.registry = registry
+        self.name = name
+    }
+}
+
 /// A request path of the registry API, parsed and validated once (OCI distribution spec, "Endpoints").
 public enum RegistryRoute: Equatable, Sendable {
     /// `/v2/` (end-1): the API version check.
     case base
     /// `/v2/<name>/manifests/<reference>` (end-3, end-7, end-9).
-    case manifest(RepositoryName, Reference)
+    case manifest(RepositoryTarget, Reference)
     /// `/v2/<name>/blobs/<digest>` (end-2, end-10).
-    case blob(RepositoryName, Digest)
+    case blob(RepositoryTarget, Digest)
     /// `/v2/<name>/blobs/uploads/...` (end-4 to end-6, end-11): pushing, which a mirror does not do.
-    case upload(RepositoryName)
+    case upload
     /// `/v2/<name>/tags/list` (end-8).
-    case tags(RepositoryName)
+    case tags(RepositoryTarget)
     /// `/v2/_catalog`.
     case catalog
     /// `/v2/<name>/referrers/<digest>` (end-12).
-    case referrers(RepositoryName)
+    case referrers
 
     /// Parses a raw (still percent-encoded) request path.
     ///
     /// The repository name is everything between `/v2/` and the last `/manifests/`, `/blobs/`, `/tags/list`
-    /// or `/referrers/`, as distribution's router does; it is then validated, so a name such as `..` or
-    /// `%2e%2e` never gets further.
+    /// or `/referrers/`, as distribution's router does. When its first component satisfies `isRegistry` (a
+    /// registry host such as `ghcr.io` or `127.0.0.1:5000`), that component is the registry and the rest the
+    /// name. The name is then validated, so `..` or `%2e%2e` never gets further.
     /// - Returns: nil when the path is not a registry API path at all.
     /// - Throws: `NAME_INVALID`, `TAG_INVALID` or `DIGEST_INVALID`.
-    public init?(path: String) throws(DistributionError) {
+    public init?(path: String, isRegistry: (Substring) -> Bool = { _ in false }) throws(DistributionError) {
         guard path == "/v2" || path.hasPrefix("/v2/") else { return nil }
         let rest = path.dropFirst(4)
         if rest.isEmpty { self = .base; return }
         if rest == "_catalog" { self = .catalog; return }
+        func target(_ raw: Substring) throws(DistributionError) -> RepositoryTarget {
+            if let slash = raw.firstIndex(of: "/"), isRegistry(raw[..<slash]) {
+                return RepositoryTarget(registry: raw[..<slash].lowercased(), name: try RepositoryName(String(raw[raw.index(after: slash)...])))
+            }
+            return RepositoryTarget(name: try RepositoryName(String(raw)))
+        }
         if rest.hasSuffix("/tags/list") {
-            self = .tags(try RepositoryName(String(rest.dropLast(10))))
+            self = .tags(try target(rest.dropLast(10)))
             return
         }
         if let r = rest.range(of: "/blobs/uploads", options: .backwards),
            r.upperBound == rest.endIndex || rest[r.upperBound] == "/" {
-            self = .upload(try RepositoryName(String(rest[..<r.lowerBound])))
+            self = .upload
             return
         }
-        for (marker, kind) in [("/manifests/", 0), ("/blobs/", 1), ("/referrers/", 2)] {
+        if rest.range(of: "/referrers/", options: .backwards) != nil {
+            self = .referrers
+            return
+        }
+        for (marker, isManifest) in [("/manifests/", true), ("/blobs/", false)] {
             guard let r = rest.range(of: marker, options: .backwards) else { continue }
-            let name = try RepositoryName(String(rest[..<r.lowerBound]))
+            let t = try target(rest[..<r.lowerBound])
             let tail = String(rest[r.upperBound...])
-            switch kind {
-            case 0: self = .manifest(name, try Reference(tail))
-            case 1: self = .blob(name, try Digest(tail))
-            default: self = .referrers(name)
-            }
+            self = isManifest ? .manifest(t, try Reference(tail)) : .blob(t, try Digest(tail))
             return
         }
         return nil

@@ -65,7 +65,8 @@ public struct RepositoryName: Hashable, Sendable, CustomStringConvertible, Compa
         return true
     }
 
-    static func quoted(_ s: String) -> String {
+    /// `s` in double quotes, cut to 80 characters: safe to put user input into an error message.
+    public static func quoted(_ s: String) -> String {
         let cut = s.count > 80 ? String(s.prefix(80)) + "…" : s
         return "\"" + cut + "\""
     }

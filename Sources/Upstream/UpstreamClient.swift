@@ -19,19 +19,20 @@ public final class UpstreamClient: Sendable {
     /// What the upstream asked for last time, so the next request can authenticate up front.
     enum AuthHint: Sendable { case basic, bearer(realm: String, service: String) }
     private let hint = Mutex<AuthHint?>(nil)
+    /// Which hosts may serve token realms for this endpoint.
+    public let realmPolicy: RealmPolicy
+    private let lastRateLimit = Mutex<RateLimitStatus?>(nil)
+
+    /// The rate-limit headers this endpoint sent most recently, if it ever sent any.
+    public var rateLimit: RateLimitStatus? { lastRateLimit.withLock { $0 } }
 
     /// Largest manifest accepted from an upstream, in bytes (distribution's own limit is 4 MiB).
     public static let manifestSizeLimit = 4 * 1024 * 1024
 
-    public init(configuration: UpstreamConfiguration, logger: Logger) {
+    public init(configuration: UpstreamConfiguration, realmPolicy: RealmPolicy = RealmPolicy(extraHosts: []), logger: Logger) {
         self.configuration = configuration
+        self.realmPolicy = realmPolicy
         self.logger = logger
-    }
-
-    /// The repository name as the upstream knows it: `library/x` for a one-component `x` on Docker Hub.
-    public func upstreamName(for name: RepositoryName) -> RepositoryName {
-        guard configuration.libraryPrefix, name.components.count == 1 else { return name }
-        return (try? name.prefixed(with: "library")) ?? name
     }
 
     /// GET or HEAD `/v2/<name>/manifests/<reference>` asking for every manifest media type.
@@ -135,7 +136,14 @@ public final class UpstreamClient: Sendable {
     private func token(realm: String, service: String, scopes: [String]) async throws(UpstreamError) -> String {
         let key = TokenCache.Key(realm: realm, service: service, scope: scopes.joined(separator: " "))
         if let cached = tokens.token(for: key) { return cached }
-        guard let realmParts = URLParts(realm) else { throw .auth("token realm \(realm) is not an http(s) URL") }
+        guard let realmParts = URLParts(realm) else { throw .auth("token realm \(realm.prefix(200)) is not an http(s) URL") }
+        let endpointHost = URLParts(configuration.url)?.host ?? ""
+        guard realmPolicy.allows(realmHost: realmParts.host, endpointHost: endpointHost) else {
+            logger.error("refusing token realm on a host not allowed for this registry", metadata: [
+                "realm": "\(realmParts.origin)", "endpoint": "\(configuration.url)",
+            ])
+            throw .auth("token realm \(realmParts.origin) is not allowed for \(endpointHost) (add it to auth_hosts if it is genuine)")
+        }
         var query: [String] = []
         if !service.isEmpty { query.append("service=" + Self.formEncode(service)) }
         query += scopes.map { "scope=" + Self.formEncode($0) }
@@ -170,6 +178,7 @@ public final class UpstreamClient: Sendable {
             let transfer = CurlTransfer(method: method, url: url, headers: lines, sink: sink,
                                         successBufferLimit: bufferLimit, limits: limits)
             let (head, body) = try await transfer.run()
+            if let status = RateLimitStatus(head) { lastRateLimit.withLock { $0 = status } }
             if [301, 302, 303, 307, 308].contains(head.status), let location = head["Location"] {
                 guard let next = URLParts.resolve(location, against: url), let nextParts = URLParts(next) else {
                     throw .redirect("unusable Location \(location.prefix(200))")

@@ -1,4 +1,4 @@
-/// How to reach one upstream registry.
+/// How to reach one endpoint of an upstream registry (the registry itself, or a mirror/accelerator of it).
 public struct UpstreamConfiguration: Sendable {
     /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
     public var url: String
@@ -8,30 +8,64 @@ public struct UpstreamConfiguration: Sendable {
     public var requestLimits: TransferLimits
     /// Limits for blob bodies (no total timeout; stalls are caught by the low-speed rule).
     public var blobLimits: TransferLimits
-    /// When true, a one-component repository name `x` is sent as `library/x` (Docker Hub's official images).
-    public var libraryPrefix: Bool
+    /// Whether this endpoint is trusted to resolve tags (and list them). An untrusted endpoint (a public
+    /// accelerator) only serves content by digest, which Cove verifies, so it cannot hand out a stale or
+    /// forged tag.
+    public var resolveTags: Bool
 
     public init(url: String, credentials: Credentials? = nil, requestLimits: TransferLimits = .init(totalTimeout: 60),
-                blobLimits: TransferLimits = .init(), libraryPrefix: Bool? = nil) {
+                blobLimits: TransferLimits = .init(), resolveTags: Bool = true) {
         var url = url
         while url.hasSuffix("/") { url.removeLast() }
         self.url = url
         self.credentials = credentials
         self.requestLimits = requestLimits
         self.blobLimits = blobLimits
-        self.libraryPrefix = libraryPrefix ?? Self.isDockerHub(url)
+        self.resolveTags = resolveTags
     }
 
     /// True for Docker Hub's registry hosts, where official images live under `library/`.
     public static func isDockerHub(_ url: String) -> Bool {
         guard let host = URLParts(url)?.host else { return false }
-        return host == "registry-1.docker.io" || host == "docker.io" || host == "index.docker.io" || host == "registry.hub.docker.com"
+        return RegistryConfiguration.dockerHubAliases.contains(host)
     }
 
-    /// `host[:port]` of the upstream: its identity in the cache index.
-    public var registryKey: String {
+    /// `host[:port]` of the endpoint.
+    public var hostKey: String {
         guard let p = URLParts(url) else { return url }
         return p.port.map { "\(p.host):\($0)" } ?? p.host
+    }
+}
+
+/// One upstream registry as clients name it (`docker.io`, `ghcr.io`, `registry.cn-hangzhou.aliyuncs.com`),
+/// with the ordered endpoints Cove may fetch its content from.
+public struct RegistryConfiguration: Sendable {
+    /// The registry name clients use: containerd's `?ns=`, a path prefix, or the default registry.
+    public var name: String
+    /// Endpoints in order of preference; at least one must be trusted to resolve tags.
+    public var endpoints: [UpstreamConfiguration]
+    /// When true, a one-component repository name `x` is sent as `library/x` (Docker Hub's official images).
+    public var libraryPrefix: Bool
+    /// Hosts besides the endpoints' own registrable domains that may serve bearer-token realms (exact host,
+    /// or `*.example.com` for any subdomain). A realm anywhere else is refused: it would receive credentials.
+    public var authHosts: [String]
+    /// Seconds an endpoint is skipped after a connection error, timeout, 5xx or 429 (without `Retry-After`).
+    public var cooldown: Double
+
+    /// Names that all mean Docker Hub.
+    public static let dockerHubAliases: Set<String> = ["docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"]
+
+    public init(name: String, endpoints: [UpstreamConfiguration], libraryPrefix: Bool? = nil, authHosts: [String] = [], cooldown: Double = 30) {
+        self.name = name
+        self.endpoints = endpoints
+        self.libraryPrefix = libraryPrefix ?? (Self.dockerHubAliases.contains(name) || endpoints.contains { UpstreamConfiguration.isDockerHub($0.url) })
+        self.authHosts = authHosts
+        self.cooldown = cooldown
+    }
+
+    /// The registry name for an upstream URL: `docker.io` for Docker Hub hosts, else `host[:port]`.
+    public static func name(forURL url: String) -> String {
+        UpstreamConfiguration.isDockerHub(url) ? "docker.io" : UpstreamConfiguration(url: url).hostKey
     }
 }
 

@@ -33,9 +33,7 @@ struct ConfigOptions: ParsableArguments {
         if let storage { configuration.storage = storage }
         if let upstream {
             guard URLParts(upstream) != nil else { throw ValidationError("--upstream must be an absolute http:// or https:// URL") }
-            let previous = configuration.upstream
-            configuration.upstream = UpstreamConfiguration(url: upstream, credentials: previous.credentials,
-                                                           requestLimits: previous.requestLimits, blobLimits: previous.blobLimits)
+            configuration.useSingleUpstream(url: upstream)
         }
         if let logLevel {
             guard CoveConfiguration.logLevels.contains(logLevel) else {
@@ -55,16 +53,20 @@ struct CheckConfig: ParsableCommand {
 
     func run() throws {
         let c = try options.load()
-        print("""
-        listen: \(c.listen)
-        storage: \(c.storage)
-        log_level: \(c.logLevel)
-        upstream.url: \(c.upstream.url)
-        upstream.credentials: \(c.upstream.credentials.map { "\($0)" } ?? "none (anonymous)")
-        upstream.library_prefix: \(c.upstream.libraryPrefix)
-        cache.tag_ttl: \(c.cache.tagTTL)s
-        cache.max_blob_size: \(c.cache.maxBlobSize.map { "\($0) bytes" } ?? "unlimited")
-        cache.max_concurrent_fills: \(c.cache.maxConcurrentFills)
-        """)
+        var lines = [
+            "listen: \(c.listen)", "storage: \(c.storage)", "log_level: \(c.logLevel)",
+            "default_registry: \(c.defaultRegistry)", "allow_any_registry: \(c.allowAnyRegistry)", "offline: \(c.cache.offline)",
+            "network: connect_timeout \(c.network.connectTimeout)s, request_timeout \(c.network.requestTimeout)s, "
+                + "low_speed \(c.network.lowSpeedLimit) B/s for \(c.network.lowSpeedTime)s, cooldown \(c.network.cooldown)s",
+            "cache: tag_ttl \(c.cache.tagTTL)s, max_blob_size \(c.cache.maxBlobSize.map { "\($0) bytes" } ?? "unlimited"), "
+                + "max_concurrent_fills \(c.cache.maxConcurrentFills), fill_retries \(c.cache.fillRetries)",
+        ]
+        for r in c.registries {
+            lines.append("registry \(r.name): library_prefix \(r.libraryPrefix), auth_hosts [\(r.authHosts.joined(separator: ", "))]")
+            for e in r.endpoints {
+                lines.append("  endpoint \(e.url): resolve_tags \(e.resolveTags), credentials \(e.credentials.map { "\($0)" } ?? "none (anonymous)")")
+            }
+        }
+        print(lines.joined(separator: "\n"))
     }
 }

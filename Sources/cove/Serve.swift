@@ -35,16 +35,22 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "cove")
-        let upstream = UpstreamClient(configuration: config.upstream, logger: Logger(label: "cove.upstream"))
+        var template = UpstreamConfiguration(url: "https://localhost")
+        template.requestLimits = config.network.requestLimits
+        template.blobLimits = config.network.blobLimits
+        let router = UpstreamRouter(registries: config.effectiveRegistries, defaultName: config.defaultRegistry,
+                                    allowAnyRegistry: config.allowAnyRegistry, adHocTemplate: template, logger: Logger(label: "cove.upstream"))
         let storage = URL(fileURLWithPath: config.storage)
-        let mirror = try Mirror(storage: storage, upstream: upstream, configuration: config.cache, logger: Logger(label: "cove.mirror"))
+        let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
         let app = Application(
             responder: RegistryResponder(mirror: mirror, logger: Logger(label: "cove.http")),
             configuration: .init(address: .hostname(config.listen.host, port: config.listen.port), serverName: nil),
             onServerRunning: { channel in
                 logger.notice("cove listening", metadata: [
                     "address": "\(channel.localAddress.map { "\($0)" } ?? "\(config.listen)")",
-                    "upstream": "\(config.upstream.url)", "storage": "\(storage.path)",
+                    "default_registry": "\(config.defaultRegistry)",
+                    "registries": "\(config.registries.map(\.name).joined(separator: ","))",
+                    "offline": "\(config.cache.offline)", "storage": "\(storage.path)",
                 ])
             },
             logger: Logger(label: "cove.server")

@@ -8,8 +8,11 @@ struct ConfigParsingTests {
         let c = try CoveConfiguration.parse(yaml: "")
         #expect(c.listen == ListenAddress(host: "0.0.0.0", port: 5000))
         #expect(c.storage == "./cove-data")
-        #expect(c.upstream.url == "https://registry-1.docker.io")
-        #expect(c.upstream.libraryPrefix)
+        #expect(c.registries.map(\.name) == ["docker.io"])
+        #expect(c.registries[0].endpoints.map(\.url) == ["https://registry-1.docker.io"])
+        #expect(c.registries[0].libraryPrefix)
+        #expect(c.defaultRegistry == "docker.io")
+        #expect(!c.allowAnyRegistry && !c.cache.offline)
         #expect(c.cache.tagTTL == 300)
     }
 
@@ -20,10 +23,17 @@ struct ConfigParsingTests {
         let d = try CoveConfiguration.parse(yaml: "")
         #expect(c.listen == d.listen)
         #expect(c.storage == d.storage)
-        #expect(c.upstream.url == d.upstream.url)
+        #expect(c.defaultRegistry == d.defaultRegistry)
         #expect(c.cache.tagTTL == d.cache.tagTTL)
         #expect(c.cache.maxConcurrentFills == d.cache.maxConcurrentFills)
-        #expect(c.upstream.credentials == nil)
+        #expect(c.network.connectTimeout == d.network.connectTimeout)
+        #expect(c.network.cooldown == d.network.cooldown)
+        // The example's registries section is the documented multi-registry setup.
+        let hub = try #require(c.registries.first { $0.name == "docker.io" })
+        #expect(hub.endpoints.first?.url == "https://registry-1.docker.io")
+        #expect(hub.endpoints.first?.resolveTags == true)
+        #expect(hub.endpoints.dropFirst().allSatisfy { !$0.resolveTags })
+        #expect(hub.endpoints.allSatisfy { $0.credentials == nil })
     }
 
     @Test func fullDocument() throws {
@@ -41,10 +51,12 @@ struct ConfigParsingTests {
           username: alice
           password_file: \(pw.path)
           library_prefix: "true"
+        network:
           connect_timeout: 2s
           request_timeout: 1m
           low_speed_limit: 10KiB
           low_speed_time: 20s
+          cooldown: 45s
         cache:
           tag_ttl: 168h
           max_blob_size: 2GiB
@@ -52,14 +64,19 @@ struct ConfigParsingTests {
           fill_retries: 5
         """)
         #expect(c.listen == ListenAddress(host: "::1", port: 5055))
-        #expect(c.upstream.url == "http://127.0.0.1:5000")
-        #expect(c.upstream.credentials?.username == "alice")
-        #expect(c.upstream.credentials?.password == "s3cret")
-        #expect(c.upstream.libraryPrefix)
-        #expect(c.upstream.requestLimits.connectTimeout == 2)
-        #expect(c.upstream.blobLimits.connectTimeout == 2)
-        #expect(c.upstream.requestLimits.totalTimeout == 60)
-        #expect(c.upstream.blobLimits.lowSpeedLimit == 10240)
+        let registry = try #require(c.effectiveRegistries.first)
+        #expect(registry.name == "127.0.0.1:5000" && c.defaultRegistry == "127.0.0.1:5000")
+        let endpoint = try #require(registry.endpoints.first)
+        #expect(endpoint.url == "http://127.0.0.1:5000")
+        #expect(endpoint.credentials?.username == "alice")
+        #expect(endpoint.credentials?.password == "s3cret")
+        #expect(registry.libraryPrefix)
+        #expect(registry.cooldown == 45)
+        #expect(endpoint.requestLimits.connectTimeout == 2)
+        #expect(endpoint.blobLimits.connectTimeout == 2)
+        #expect(endpoint.requestLimits.totalTimeout == 60)
+        #expect(endpoint.blobLimits.totalTimeout == 0)
+        #expect(endpoint.blobLimits.lowSpeedLimit == 10240)
         #expect(c.cache.tagTTL == 168 * 3600)
         #expect(c.cache.maxBlobSize == Int64(2_147_483_648))
         #expect(c.cache.maxConcurrentFills == 4)
@@ -68,7 +85,7 @@ struct ConfigParsingTests {
 
     @Test func passwordFromEnvironment() throws {
         let c = try CoveConfiguration.parse(yaml: "upstream:\n  username: bob\n  password_env: COVE_PW\n", environment: ["COVE_PW": "pw"])
-        #expect(c.upstream.credentials?.password == "pw")
+        #expect(c.registries[0].endpoints[0].credentials?.password == "pw")
     }
 
     @Test(arguments: [
@@ -95,6 +112,54 @@ struct ConfigParsingTests {
         } catch {
             #expect(error.key == key)
             #expect(error.description.contains(key))
+        }
+    }
+
+    @Test func severalRegistries() throws {
+        let c = try CoveConfiguration.parse(yaml: """
+        default_registry: ghcr.io
+        allow_any_registry: true
+        offline: yes
+        registries:
+          docker.io:
+            auth_hosts: [auth.docker.io]
+            endpoints:
+              - url: https://registry-1.docker.io
+              - url: https://abc123.mirror.aliyuncs.com
+                resolve_tags: false
+          ghcr.io:
+            endpoints:
+              - url: https://ghcr.io
+                username: bob
+                password_env: GHCR_TOKEN
+        """, environment: ["GHCR_TOKEN": "t0k"])
+        #expect(c.registries.map(\.name) == ["docker.io", "ghcr.io"])
+        #expect(c.defaultRegistry == "ghcr.io")
+        #expect(c.allowAnyRegistry && c.cache.offline)
+        #expect(c.registries[0].libraryPrefix && !c.registries[1].libraryPrefix)
+        #expect(c.registries[0].authHosts == ["auth.docker.io"])
+        #expect(c.registries[0].endpoints.map(\.resolveTags) == [true, false])
+        #expect(c.registries[1].endpoints[0].credentials?.password == "t0k")
+    }
+
+    @Test(arguments: [
+        ("registries:\n  docker.io:\n    endpoints: []\n", "registries.docker.io.endpoints"),
+        ("registries:\n  docker.io:\n    endpoints:\n      - url: https://m.example\n        resolve_tags: false\n", "registries.docker.io.endpoints"),
+        ("registries:\n  docker.io:\n    endpoints:\n      - url: nope\n", "registries.docker.io.endpoints[0].url"),
+        ("registries:\n  docker.io:\n    endpoints:\n      - url: https://x.example\n        trusted: true\n", "registries.docker.io.endpoints[0].trusted"),
+        ("registries:\n  notahost:\n    endpoints:\n      - url: https://x.example\n", "registries.notahost"),
+        ("registries:\n  ghcr.io:\n    endpoints:\n      - url: https://ghcr.io\ndefault_registry: quay.io\n", "default_registry"),
+        ("upstream:\n  url: https://a.example\nregistries:\n  ghcr.io:\n    endpoints:\n      - url: https://ghcr.io\n", "upstream"),
+        ("offline: maybe\n", "offline"),
+        ("network:\n  cooldown: later\n", "network.cooldown"),
+        ("registries:\n  ghcr.io:\n    auth_hosts: auth.example\n    endpoints:\n      - url: https://ghcr.io\n", "registries.ghcr.io.auth_hosts"),
+    ])
+    func registryErrorsNameTheKey(_ yaml: String, _ key: String) {
+        do {
+            _ = try CoveConfiguration.parse(yaml: yaml, environment: [:])
+            Issue.record("accepted: \(yaml)")
+        } catch {
+            #expect(error.key == key)
         }
     }
 

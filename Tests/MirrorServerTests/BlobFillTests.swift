@@ -168,20 +168,34 @@ struct BlobFillTests {
         defer { up.stop() }
         let limited = up.addBlob(FaultUpstream.randomBytes(100), fault: .status(429))
         let broken = up.addBlob(FaultUpstream.randomBytes(100), fault: .status(500))
+        let fine = FaultUpstream.randomBytes(100)
+        let good = up.addBlob(fine)
+        let later = up.addBlob(FaultUpstream.randomBytes(100))
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
-        let r429 = try await curl("\(cove.url)/v2/a/blobs/\(limited)")
-        #expect(r429.status == 429)
-        #expect(String(decoding: r429.body, as: UTF8.self).contains("TOOMANYREQUESTS"))
-        let r500 = try await curl("\(cove.url)/v2/a/blobs/\(broken)")
-        #expect(r500.status == 503)
-        #expect(String(decoding: r500.body, as: UTF8.self).contains("UNAVAILABLE"))
         let missing = try await curl("\(cove.url)/v2/a/blobs/sha256:\(String(repeating: "1", count: 64))")
         #expect(missing.status == 404)
         #expect(String(decoding: missing.body, as: UTF8.self).contains("BLOB_UNKNOWN"))
         let manifest = try await curl("\(cove.url)/v2/a/manifests/nope")
         #expect(manifest.status == 404)
         #expect(String(decoding: manifest.body, as: UTF8.self).contains("MANIFEST_UNKNOWN"))
+        let r500 = try await curl("\(cove.url)/v2/a/blobs/\(broken)")
+        #expect(r500.status == 503)
+        #expect(String(decoding: r500.body, as: UTF8.self).contains("UNAVAILABLE"))
+        // A 5xx cools the endpoint down, but a registry's only endpoint is still tried.
+        let ok = try await curl("\(cove.url)/v2/a/blobs/\(good)")
+        #expect(ok.status == 200 && ok.body == fine)
+        let r429 = try await curl("\(cove.url)/v2/a/blobs/\(limited)")
+        #expect(r429.status == 429)
+        #expect(r429.headers["retry-after"] == "7")
+        #expect(String(decoding: r429.body, as: UTF8.self).contains("TOOMANYREQUESTS"))
+        // Retry-After is honoured: while it runs, nothing is sent upstream and clients get 429 with the rest.
+        let sent = up.log.withLock { $0.requests.count }
+        let blocked = try await curl("\(cove.url)/v2/a/blobs/\(later)")
+        #expect(blocked.status == 429)
+        #expect((Int(blocked.headers["retry-after"] ?? "") ?? 0) >= 1)
+        #expect((Int(blocked.headers["retry-after"] ?? "") ?? 99) <= 7)
+        #expect(up.log.withLock { $0.requests.count } == sent)
     }
 
     @Test func blobSizeCapRefusesLargeBlobs() async throws {

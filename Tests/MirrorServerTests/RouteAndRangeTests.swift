@@ -9,13 +9,20 @@ struct RouteAndRangeTests {
     @Test func routes() throws {
         #expect(try RegistryRoute(path: "/v2/") == .base)
         #expect(try RegistryRoute(path: "/v2") == .base)
-        #expect(try RegistryRoute(path: "/v2/library/busybox/manifests/latest") == .manifest(try RepositoryName("library/busybox"), .tag(try Tag("latest"))))
-        #expect(try RegistryRoute(path: "/v2/a/b/c/blobs/\(digest)") == .blob(try RepositoryName("a/b/c"), try Digest(digest)))
-        #expect(try RegistryRoute(path: "/v2/a/tags/list") == .tags(try RepositoryName("a")))
-        #expect(try RegistryRoute(path: "/v2/a/blobs/uploads/") == .upload(try RepositoryName("a")))
-        #expect(try RegistryRoute(path: "/v2/a/blobs/uploads/123-abc") == .upload(try RepositoryName("a")))
+        func t(_ n: String, _ r: String? = nil) throws -> RepositoryTarget { RepositoryTarget(registry: r, name: try RepositoryName(n)) }
+        #expect(try RegistryRoute(path: "/v2/library/busybox/manifests/latest") == .manifest(try t("library/busybox"), .tag(try Tag("latest"))))
+        #expect(try RegistryRoute(path: "/v2/a/b/c/blobs/\(digest)") == .blob(try t("a/b/c"), try Digest(digest)))
+        #expect(try RegistryRoute(path: "/v2/a/tags/list") == .tags(try t("a")))
+        #expect(try RegistryRoute(path: "/v2/a/blobs/uploads/") == .upload)
+        #expect(try RegistryRoute(path: "/v2/a/blobs/uploads/123-abc") == .upload)
         // A repository may itself contain a "manifests" component; the last marker wins, as in distribution.
-        #expect(try RegistryRoute(path: "/v2/x/manifests/y/manifests/v1") == .manifest(try RepositoryName("x/manifests/y"), .tag(try Tag("v1"))))
+        #expect(try RegistryRoute(path: "/v2/x/manifests/y/manifests/v1") == .manifest(try t("x/manifests/y"), .tag(try Tag("v1"))))
+        // A registry-host prefix is split off when the router says the component is a registry.
+        let isHost: (Substring) -> Bool = { $0.contains(".") || $0.contains(":") }
+        #expect(try RegistryRoute(path: "/v2/ghcr.io/org/app/manifests/v1", isRegistry: isHost) == .manifest(try t("org/app", "ghcr.io"), .tag(try Tag("v1"))))
+        #expect(try RegistryRoute(path: "/v2/127.0.0.1:5000/app/blobs/\(digest)", isRegistry: isHost) == .blob(try t("app", "127.0.0.1:5000"), try Digest(digest)))
+        #expect(try RegistryRoute(path: "/v2/Quay.IO/a/tags/list", isRegistry: isHost) == .tags(try t("a", "quay.io")))
+        #expect(try RegistryRoute(path: "/v2/library/busybox/manifests/v1", isRegistry: isHost) == .manifest(try t("library/busybox"), .tag(try Tag("v1"))))
         #expect(try RegistryRoute(path: "/healthz") == nil)
         #expect(try RegistryRoute(path: "/v2/justaname") == nil)
     }

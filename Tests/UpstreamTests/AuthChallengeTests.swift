@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Upstream
 
@@ -65,8 +66,41 @@ struct AuthChallengeTests {
     }
 
     @Test func dockerHubLibraryPrefixDefault() {
-        #expect(UpstreamConfiguration(url: "https://registry-1.docker.io").libraryPrefix)
-        #expect(!UpstreamConfiguration(url: "http://127.0.0.1:5000").libraryPrefix)
+        #expect(RegistryConfiguration(name: "docker.io", endpoints: []).libraryPrefix)
+        #expect(RegistryConfiguration(name: "mirror.local", endpoints: [UpstreamConfiguration(url: "https://registry-1.docker.io")]).libraryPrefix)
+        #expect(!RegistryConfiguration(name: "127.0.0.1:5000", endpoints: [UpstreamConfiguration(url: "http://127.0.0.1:5000")]).libraryPrefix)
         #expect(UpstreamConfiguration(url: "http://127.0.0.1:5000/").url == "http://127.0.0.1:5000")
+        #expect(RegistryConfiguration.name(forURL: "https://registry-1.docker.io") == "docker.io")
+        #expect(RegistryConfiguration.name(forURL: "http://127.0.0.1:5000/") == "127.0.0.1:5000")
+    }
+
+    @Test func realmHostsAreLimitedToTheRegistrableDomainAndConfiguredHosts() {
+        let none = RealmPolicy(extraHosts: [])
+        #expect(none.allows(realmHost: "auth.docker.io", endpointHost: "registry-1.docker.io"))
+        #expect(none.allows(realmHost: "dockerauth.cn-hangzhou.aliyuncs.com", endpointHost: "registry.cn-hangzhou.aliyuncs.com"))
+        #expect(none.allows(realmHost: "ghcr.io", endpointHost: "ghcr.io"))
+        #expect(!none.allows(realmHost: "evil.example.com", endpointHost: "registry-1.docker.io"))
+        #expect(!none.allows(realmHost: "docker.io.evil.com", endpointHost: "registry-1.docker.io"))
+        #expect(!none.allows(realmHost: "auth.example.com.cn", endpointHost: "registry.other.com.cn"))
+        #expect(none.allows(realmHost: "auth.example.com.cn", endpointHost: "registry.example.com.cn"))
+        // IP addresses have no registrable domain: only the same address, or a listed one.
+        #expect(none.allows(realmHost: "127.0.0.1", endpointHost: "127.0.0.1"))
+        #expect(!none.allows(realmHost: "127.0.0.2", endpointHost: "127.0.0.1"))
+        let listed = RealmPolicy(extraHosts: ["127.0.0.2", "*.auth.example"])
+        #expect(listed.allows(realmHost: "127.0.0.2", endpointHost: "127.0.0.1"))
+        #expect(listed.allows(realmHost: "eu.auth.example", endpointHost: "registry.other"))
+        #expect(!listed.allows(realmHost: "127.0.0.3", endpointHost: "127.0.0.1"))
+    }
+
+    @Test func rateLimitHeadersAndRetryAfter() {
+        let head = ResponseHead(status: 200, headers: [("ratelimit-limit", "100;w=21600"), ("RateLimit-Remaining", "76;w=21600"),
+                                                       ("docker-ratelimit-source", "192.0.2.1")])
+        let status = RateLimitStatus(head)
+        #expect(status?.limit == 100 && status?.remaining == 76 && status?.window == 21600 && status?.source == "192.0.2.1")
+        #expect(RateLimitStatus(ResponseHead(status: 200, headers: [])) == nil)
+        #expect(RateLimitStatus.retryAfter("120") == 120)
+        let now = Date(timeIntervalSince1970: 1_445_412_480)  // Wed, 21 Oct 2015 07:28:00 GMT
+        #expect(RateLimitStatus.retryAfter("Wed, 21 Oct 2015 07:28:30 GMT", now: now) == 30)
+        #expect(RateLimitStatus.retryAfter("soon") == nil)
     }
 }

@@ -12,18 +12,27 @@ final class InProcessCove: Sendable {
 
     var url: String { "http://127.0.0.1:\(server.port)" }
 
-    init(upstream: String, credentials: Credentials? = nil, configuration: MirrorConfiguration = MirrorConfiguration(),
-         blobLimits: TransferLimits = TransferLimits(connectTimeout: 5, lowSpeedLimit: 1, lowSpeedTime: 5)) async throws {
+    /// A Cove with one registry whose single endpoint is `upstream`.
+    convenience init(upstream: String, credentials: Credentials? = nil, configuration: MirrorConfiguration = MirrorConfiguration()) async throws {
+        try await self.init(registries: [RegistryConfiguration(name: "upstream.test", endpoints: [Self.endpoint(upstream, credentials: credentials)])],
+                            configuration: configuration)
+    }
+
+    /// A Cove with several registries; the first is the default.
+    init(registries: [RegistryConfiguration], allowAnyRegistry: Bool = false, configuration: MirrorConfiguration = MirrorConfiguration()) async throws {
         storage = FileManager.default.temporaryDirectory.appendingPathComponent("cove-test-\(UUID().uuidString)")
         var logger = Logger(label: "cove-test")
         logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
-        let client = UpstreamClient(
-            configuration: UpstreamConfiguration(url: upstream, credentials: credentials,
-                                                 requestLimits: TransferLimits(connectTimeout: 5, totalTimeout: 20),
-                                                 blobLimits: blobLimits),
-            logger: logger)
-        mirror = try Mirror(storage: storage, upstream: client, configuration: configuration, logger: logger)
+        let router = UpstreamRouter(registries: registries, defaultName: registries[0].name, allowAnyRegistry: allowAnyRegistry, logger: logger)
+        mirror = try Mirror(storage: storage, router: router, configuration: configuration, logger: logger)
         server = try await RunningServer(RegistryResponder(mirror: mirror, logger: logger), label: "cove")
+    }
+
+    /// An endpoint with short test timeouts.
+    static func endpoint(_ url: String, credentials: Credentials? = nil, resolveTags: Bool = true) -> UpstreamConfiguration {
+        UpstreamConfiguration(url: url, credentials: credentials,
+                              requestLimits: TransferLimits(connectTimeout: 2, lowSpeedLimit: 1, lowSpeedTime: 5, totalTimeout: 5),
+                              blobLimits: TransferLimits(connectTimeout: 2, lowSpeedLimit: 1, lowSpeedTime: 5), resolveTags: resolveTags)
     }
 
     func stop() {

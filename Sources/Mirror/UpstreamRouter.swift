@@ -1,0 +1,75 @@
+import Logging
+import OCI
+import Synchronization
+import Upstream
+
+/// Picks the upstream registry for a request: a configured registry by name, the default registry, or —
+/// only when `allowAnyRegistry` is on — any registry host, reached at `https://<host>`.
+///
+/// Cove is not an open proxy by default: a registry that is not configured is refused with `DENIED`.
+public final class UpstreamRouter: Sendable {
+    public let defaultRegistry: RegistryClient
+    public let allowAnyRegistry: Bool
+    let configured: [String: RegistryClient]
+    let adHoc = Mutex<[String: RegistryClient]>([:])
+    let adHocTemplate: UpstreamConfiguration
+    let logger: Logger
+
+    /// - Parameters:
+    ///   - registries: the configured registries; `defaultName` must be one of them.
+    ///   - adHocTemplate: limits for registries created on demand under `allowAnyRegistry` (its URL is ignored).
+    public init(registries: [RegistryConfiguration], defaultName: String, allowAnyRegistry: Bool,
+                adHocTemplate: UpstreamConfiguration = UpstreamConfiguration(url: "https://localhost"), logger: Logger) {
+        var map: [String: RegistryClient] = [:]
+        for r in registries { map[r.name] = RegistryClient(configuration: r, logger: logger) }
+        configured = map
+        defaultRegistry = map[defaultName] ?? RegistryClient(configuration: registries[0], logger: logger)
+        self.allowAnyRegistry = allowAnyRegistry
+        self.adHocTemplate = adHocTemplate
+        self.logger = logger
+    }
+
+    /// Every configured registry, sorted by name.
+    public var registries: [RegistryClient] { configured.values.sorted { $0.name < $1.name } }
+
+    /// The registry for `name` (nil: the default registry). Docker Hub's aliases all mean `docker.io`.
+    /// - Throws: `DENIED` (403) for a registry that is not configured while `allowAnyRegistry` is off,
+    ///   `NAME_INVALID` for a malformed host.
+    public func registry(named name: String?) throws(DistributionError) -> RegistryClient {
+        guard var name = name?.lowercased(), !name.isEmpty else { return defaultRegistry }
+        if RegistryConfiguration.dockerHubAliases.contains(name) { name = "docker.io" }
+        if let r = configured[name] { return r }
+        guard Self.looksLikeHost(name) else { throw .nameInvalid("invalid registry host \(RepositoryName.quoted(name))") }
+        guard allowAnyRegistry else {
+            logger.notice("refused request for a registry that is not configured", metadata: ["registry": "\(name)"])
+            throw DistributionError(.denied, "registry \(name) is not configured on this mirror")
+        }
+        return adHoc.withLock { map in
+            if let r = map[name] { return r }
+            var endpoint = adHocTemplate
+            endpoint.url = "https://" + name
+            let r = RegistryClient(configuration: RegistryConfiguration(name: name, endpoints: [endpoint]), logger: logger)
+            map[name] = r
+            return r
+        }
+    }
+
+    /// True when a first path component names a registry rather than a namespace: it is a configured name
+    /// or looks like a host (has a `.` or `:`, or is `localhost`), which Docker Hub namespaces never do.
+    public func isRegistryPrefix(_ component: Substring) -> Bool {
+        configured[component.lowercased()] != nil || Self.looksLikeHost(String(component))
+    }
+
+    /// `host[:port]` with DNS-ish labels, containing a `.` or `:` or being `localhost`.
+    public static func looksLikeHost(_ s: String) -> Bool {
+        guard !s.isEmpty, s.utf8.count <= 253 else { return false }
+        var host = Substring(s)
+        if let colon = s.lastIndex(of: ":") {
+            guard let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else { return false }
+            host = s[..<colon]
+        }
+        guard !host.isEmpty, host.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }),
+              host.allSatisfy(\.isASCII), !host.hasPrefix("."), !host.hasSuffix("."), !host.contains("..") else { return false }
+        return host.contains(".") || s.contains(":") || host == "localhost"
+    }
+}
