@@ -7,7 +7,7 @@ struct Cove: AsyncParsableCommand {
         commandName: "cove",
         abstract: "A container-registry mirror and pull-through cache.",
         version: "0.1.0",
-        subcommands: [Serve.self, CheckConfig.self],
+        subcommands: [Serve.self, CheckConfig.self, Probe.self],
         defaultSubcommand: Serve.self
     )
 }
