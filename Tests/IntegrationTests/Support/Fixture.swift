@@ -337,6 +337,7 @@ final class Fixture: @unchecked Sendable {
         upstreamURL: String? = nil,
         tagTTL: String = "5m",
         extraYAML: String = "",
+        environment: [String: String] = [:],
         startTimeout: Double = 60
     ) async throws -> CoveHandle {
         let bin = try coveBinary()
@@ -374,7 +375,7 @@ final class Fixture: @unchecked Sendable {
             try yaml.write(to: config, atomically: true, encoding: .utf8)
             let handle = try ProcessHandle(
                 name: "cove-\(n)-\(attempt)", executable: bin, arguments: ["serve", "--config", config.path],
-                logDirectory: logDirectory)
+                environment: environment, logDirectory: logDirectory)
             do {
                 try await waitForHTTP("http://127.0.0.1:\(port)/v2/", timeout: startTimeout, expectStatus: 200, process: handle)
                 let cove = CoveHandle(port: port, process: handle, configPath: config.path, storage: storage)
