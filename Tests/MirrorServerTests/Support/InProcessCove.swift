@@ -1,14 +1,21 @@
 import Foundation
+import Hummingbird
 import Logging
 import Mirror
 import MirrorServer
+import Synchronization
 import Upstream
 
 /// Cove's real stack (Mirror + RegistryResponder on Hummingbird) in the test process, on a temp storage dir.
 final class InProcessCove: Sendable {
-    let mirror: Mirror
+    /// Dropped by `stop(keepStorage: true)`, so the storage (and its lock) is free for another Cove.
+    private let mirrorBox: Mutex<Mirror?>
+    private let responder: ResponderBox
     let server: RunningServer
     let storage: URL
+
+    /// The mirror; not available after `stop(keepStorage: true)`.
+    var mirror: Mirror { mirrorBox.withLock { $0! } }
 
     var url: String { "http://127.0.0.1:\(server.port)" }
 
@@ -18,27 +25,53 @@ final class InProcessCove: Sendable {
                             configuration: configuration)
     }
 
-    /// A Cove with several registries; the first is the default.
-    init(registries: [RegistryConfiguration], allowAnyRegistry: Bool = false, configuration: MirrorConfiguration = MirrorConfiguration()) async throws {
-        storage = FileManager.default.temporaryDirectory.appendingPathComponent("cove-test-\(UUID().uuidString)")
-        var logger = Logger(label: "cove-test")
-        logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
-        let router = UpstreamRouter(registries: registries, defaultName: registries[0].name, allowAnyRegistry: allowAnyRegistry, logger: logger)
-        mirror = try Mirror(storage: storage, router: router, configuration: configuration, logger: logger)
-        server = try await RunningServer(RegistryResponder(mirror: mirror, logger: logger), label: "cove")
+    /// A Cove with several registries; the first is the default unless `defaultName` says otherwise.
+    /// - Parameters:
+    ///   - storage: an existing storage root to reuse (e.g. one a previous Cove filled); default a fresh temp dir.
+    ///   - adHocTemplate: limits for registries created under `allowAnyRegistry`.
+    ///   - logs: when given, every log record (debug and up) of Cove's own logger goes there too.
+    init(registries: [RegistryConfiguration], allowAnyRegistry: Bool = false, defaultName: String? = nil,
+         configuration: MirrorConfiguration = MirrorConfiguration(), storage: URL? = nil,
+         adHocTemplate: UpstreamConfiguration? = nil, logs: LogCapture? = nil) async throws {
+        self.storage = storage ?? FileManager.default.temporaryDirectory.appendingPathComponent("cove-test-\(UUID().uuidString)")
+        var logger: Logger
+        if let logs {
+            logger = Logger(label: "cove-test") { label in logs.handler(label: label) }
+            logger.logLevel = .debug
+        } else {
+            logger = Logger(label: "cove-test")
+            logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
+        }
+        let router = UpstreamRouter(registries: registries, defaultName: defaultName ?? registries[0].name, allowAnyRegistry: allowAnyRegistry,
+                                    adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger)
+        let mirror = try Mirror(storage: self.storage, router: router, configuration: configuration, logger: logger)
+        mirrorBox = Mutex(mirror)
+        responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger))
+        server = try await RunningServer(responder, label: "cove")
     }
 
-    /// An endpoint with short test timeouts.
-    static func endpoint(_ url: String, credentials: Credentials? = nil, resolveTags: Bool = true) -> UpstreamConfiguration {
+    /// An endpoint with short test timeouts (seconds).
+    static func endpoint(_ url: String, credentials: Credentials? = nil, resolveTags: Bool = true,
+                         connectTimeout: Double = 2, requestTimeout: Double = 5) -> UpstreamConfiguration {
         UpstreamConfiguration(url: url, credentials: credentials,
-                              requestLimits: TransferLimits(connectTimeout: 2, lowSpeedLimit: 1, lowSpeedTime: 5, totalTimeout: 5),
-                              blobLimits: TransferLimits(connectTimeout: 2, lowSpeedLimit: 1, lowSpeedTime: 5), resolveTags: resolveTags)
+                              requestLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: 5, totalTimeout: requestTimeout),
+                              blobLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: 5), resolveTags: resolveTags)
     }
 
-    func stop() {
+    /// Stops serving; the storage is deleted unless `keepStorage`. With `keepStorage` the mirror is released
+    /// too (once requests in flight end), so another Cove can open the same storage.
+    func stop(keepStorage: Bool = false) {
         server.stop()
-        try? FileManager.default.removeItem(at: storage)
+        if keepStorage {
+            responder.inner.withLock { $0 = nil }
+            mirrorBox.withLock { $0 = nil }
+        } else {
+            try? FileManager.default.removeItem(at: storage)
+        }
     }
+
+    /// The upstream client of a configured registry (for its endpoints' health and rate-limit status).
+    func registry(_ name: String) -> RegistryClient? { try? mirror.router.registry(named: name) }
 
     /// True when the blob is committed on disk and in the index.
     func isCached(_ digest: String) -> Bool {
@@ -50,6 +83,18 @@ final class InProcessCove: Sendable {
     /// Files left in tmp/ (fills in flight or leaked).
     func tmpFiles() -> [String] {
         (try? FileManager.default.contentsOfDirectory(atPath: storage.path + "/tmp")) ?? []
+    }
+}
+
+/// Holds the responder so that stopping can let go of the mirror while the server task winds down.
+final class ResponderBox: HTTPResponder, Sendable {
+    typealias Context = BasicRequestContext
+    let inner: Mutex<RegistryResponder?>
+    init(_ responder: RegistryResponder) { inner = Mutex(responder) }
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        guard let responder = inner.withLock({ $0 }) else { return Response(status: .serviceUnavailable) }
+        return try await responder.respond(to: request, context: context)
     }
 }
 

@@ -4,18 +4,19 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// Runs a Hummingbird responder on 127.0.0.1 with an OS-chosen port until `stop()`.
+/// Runs a Hummingbird responder on `host` (127.0.0.1 unless told; any 127.0.0.0/8 address works on Linux) with an
+/// OS-chosen port until `stop()`.
 final class RunningServer: Sendable {
     let port: Int
     private let task: Task<Void, any Error>
 
-    init<R: HTTPResponder>(_ responder: R, label: String) async throws where R.Context == BasicRequestContext {
+    init<R: HTTPResponder>(_ responder: R, label: String, host: String = "127.0.0.1") async throws where R.Context == BasicRequestContext {
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: label)
         logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
         let app = Application(
             responder: responder,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
+            configuration: .init(address: .hostname(host, port: 0), serverName: nil),
             onServerRunning: { channel in
                 portContinuation.yield(channel.localAddress?.port ?? 0)
                 portContinuation.finish()
