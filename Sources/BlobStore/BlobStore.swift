@@ -1,5 +1,6 @@
 import Foundation
 import OCI
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,17 +13,21 @@ import Glibc
 public struct BlobStore: Sendable {
     /// The storage root directory.
     public let root: URL
+    /// Held for the store's lifetime: one process per storage directory.
+    private let lock: StorageLock
 
-    /// Opens (creating if needed) the store under `root` and removes orphaned temp files of fills that were
-    /// in flight when a previous process died.
-    /// - Throws: `BlobStoreError.io` when the directories cannot be created.
+    /// Opens (creating if needed) the store under `root`, takes its lock, and removes orphaned temp files of
+    /// fills that were in flight when a previous process died.
+    /// - Throws: `BlobStoreError.inUse` when another process holds the storage (its fills must not be
+    ///   deleted), `.io` when the directories cannot be created.
     public init(root: URL) throws(BlobStoreError) {
         self.root = root
-        for dir in [root.appendingPathComponent("blobs"), tmpDirectory] {
+        for dir in [root.appendingPathComponent("blobs"), root.appendingPathComponent("tmp")] {
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
                 throw .io("cannot create \(dir.path): \(error.localizedDescription)")
             }
         }
+        lock = try StorageLock(path: root.appendingPathComponent("lock").path)
         if let orphans = try? FileManager.default.contentsOfDirectory(atPath: tmpDirectory.path) {
             for name in orphans { unlink(tmpDirectory.appendingPathComponent(name).path) }
         }
@@ -37,22 +42,41 @@ public struct BlobStore: Sendable {
     }
 
     /// Opens the committed file for `digest` for reading.
-    /// - Returns: nil when the store does not hold it.
-    public func open(_ digest: Digest) -> BlobFile? {
+    /// - Returns: the open file; `.failure(.missing)` only when the store does not hold it (ENOENT).
+    ///   Any other failure (EMFILE, EACCES, EIO, ...) is `.io`: the content may well be there, so callers
+    ///   must not forget it.
+    public func open(_ digest: Digest) -> Result<BlobFile, BlobOpenError> {
         let fd = Glibc.open(path(for: digest), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else {
+            return .failure(errno == ENOENT ? .missing : .io(String(cString: strerror(errno))))
+        }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { close(fd); return nil }
-        return BlobFile(fd: fd, size: Int64(st.st_size))
+        guard fstat(fd, &st) == 0 else {
+            let e = String(cString: strerror(errno))
+            Glibc.close(fd)
+            return .failure(.io(e))
+        }
+        return .success(BlobFile(fd: fd, size: Int64(st.st_size)))
+    }
+
+    /// Releases the storage lock; the store must not be used afterwards.
+    public func close() { lock.release() }
+
+    /// True when a committed file for `digest` exists.
+    public func contains(_ digest: Digest) -> Bool {
+        access(path(for: digest), F_OK) == 0
     }
 
     /// Reads a whole committed file (for manifests, which are small).
-    /// - Returns: nil when missing or unreadable.
-    public func read(_ digest: Digest) -> [UInt8]? {
-        guard let file = open(digest) else { return nil }
-        var out = [UInt8](repeating: 0, count: Int(file.size))
-        let n = out.withUnsafeMutableBytes { file.read(into: $0, at: 0) }
-        return n == Int(file.size) ? out : nil
+    /// - Returns: the bytes; `.missing` when absent; `.io` when it could not be read (including a short read).
+    public func read(_ digest: Digest) -> Result<[UInt8], BlobOpenError> {
+        switch open(digest) {
+        case .failure(let e): return .failure(e)
+        case .success(let file):
+            var out = [UInt8](repeating: 0, count: Int(file.size))
+            let n = out.withUnsafeMutableBytes { file.read(into: $0, at: 0) }
+            return n == Int(file.size) ? .success(out) : .failure(.io("short read"))
+        }
     }
 
     /// Removes the committed file for `digest` (used when the index and the disk disagree).
@@ -84,8 +108,39 @@ public struct BlobStore: Sendable {
         }
         guard rename(tmp, final) == 0 else { throw .io("rename to \(final) failed: \(String(cString: strerror(errno)))") }
         let dfd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
+        if dfd >= 0 { fsync(dfd); Glibc.close(dfd) }
     }
+}
+
+/// An exclusive `flock` on `<storage>/lock`, released when the process exits or the store is dropped.
+final class StorageLock: Sendable {
+    let fd: Int32
+    private let released = Mutex(false)
+
+    init(path: String) throws(BlobStoreError) {
+        fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw .inUse("storage \((path as NSString).deletingLastPathComponent) is in use by another Cove process")
+        }
+    }
+
+    /// Gives the storage up (idempotent); used on shutdown so another process may take it at once.
+    func release() {
+        let first = released.withLock { r in defer { r = true }; return !r }
+        if first { close(fd) }
+    }
+
+    deinit { release() }
+}
+
+/// Why a committed file could not be opened.
+public enum BlobOpenError: Error, Sendable, Equatable {
+    /// Not in the store.
+    case missing
+    /// There, perhaps, but unreadable now (the errno text): out of descriptors, permissions, I/O error.
+    case io(String)
 }
 
 /// An open, read-only committed blob file. Closes its descriptor when released.
@@ -119,6 +174,8 @@ public enum BlobStoreError: Error, Sendable, Equatable, CustomStringConvertible 
     case sizeMismatch(expected: Int64, actual: Int64)
     /// The blob exceeds the configured maximum size in bytes.
     case tooLarge(limit: Int64)
+    /// Another process holds the storage directory's lock.
+    case inUse(String)
 
     public var description: String {
         switch self {
@@ -126,6 +183,7 @@ public enum BlobStoreError: Error, Sendable, Equatable, CustomStringConvertible 
         case .digestMismatch(let e, let a): "digest mismatch: expected \(e), got \(a)"
         case .sizeMismatch(let e, let a): "size mismatch: expected \(e) bytes, got \(a)"
         case .tooLarge(let l): "blob larger than the limit of \(l) bytes"
+        case .inUse(let m): m
         }
     }
 }

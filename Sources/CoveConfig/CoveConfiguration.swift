@@ -89,7 +89,7 @@ public struct CoveConfiguration: Sendable {
         if let u = upstream {
             try u.allow(["url", "username", "password_file", "password_env", "library_prefix"])
             let url = try u.string("url") ?? "https://registry-1.docker.io"
-            guard URLParts(url) != nil else { throw ConfigError(u.key("url"), "must be an absolute http:// or https:// URL") }
+            try checkURL(url, key: u.key("url"))
             config.useSingleUpstream(url: url, credentials: try credentials(u, environment), libraryPrefix: try libraryPrefix(u))
         }
         if let r = registries {
@@ -109,9 +109,8 @@ public struct CoveConfiguration: Sendable {
                 for (i, item) in list.enumerated() {
                     let e = try Section(item, path: section.key("endpoints[\(i)]"))
                     try e.allow(["url", "resolve_tags", "username", "password_file", "password_env"])
-                    guard let url = try e.string("url"), URLParts(url) != nil else {
-                        throw ConfigError(e.key("url"), "must be an absolute http:// or https:// URL")
-                    }
+                    guard let url = try e.string("url") else { throw ConfigError(e.key("url"), "is required") }
+                    try checkURL(url, key: e.key("url"))
                     endpoints.append(UpstreamConfiguration(url: url, credentials: try credentials(e, environment),
                                                            resolveTags: try e.bool("resolve_tags") ?? true))
                 }
@@ -119,7 +118,11 @@ public struct CoveConfiguration: Sendable {
                     throw ConfigError(section.key("endpoints"), "at least one endpoint must have resolve_tags: true")
                 }
                 let authHosts = try section.stringList("auth_hosts")
-                config.registries.append(RegistryConfiguration(name: RegistryConfiguration.dockerHubAliases.contains(name) ? "docker.io" : name,
+                let canonical = RegistryConfiguration.dockerHubAliases.contains(name) ? "docker.io" : name
+                guard !config.registries.contains(where: { $0.name == canonical }) else {
+                    throw ConfigError(path, "configured twice (\(canonical); docker.io, index.docker.io and registry-1.docker.io are one registry)")
+                }
+                config.registries.append(RegistryConfiguration(name: canonical,
                                                                endpoints: endpoints, libraryPrefix: try libraryPrefix(section),
                                                                authHosts: authHosts))
             }
@@ -147,6 +150,15 @@ public struct CoveConfiguration: Sendable {
             }
         }
         return config
+    }
+
+    /// An absolute http(s) URL with a valid port and no `user:password@` (credentials belong in
+    /// `username`/`password_file`, where they are never printed or logged).
+    public static func checkURL(_ url: String, key: String) throws(ConfigError) {
+        guard let parts = URLParts(url) else { throw ConfigError(key, "must be an absolute http:// or https:// URL with a valid port") }
+        guard !parts.hasUserInfo else {
+            throw ConfigError(key, "must not contain credentials; use username with password_file or password_env")
+        }
     }
 
     private static func libraryPrefix(_ s: Section) throws(ConfigError) -> Bool? {

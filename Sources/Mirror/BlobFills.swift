@@ -32,6 +32,9 @@ actor BlobFills {
         self.logger = logger
     }
 
+    /// Fills in flight.
+    var activeCount: Int { active.count }
+
     /// The fill in flight for `digest`, if any (a HEAD answers from it without starting one).
     func inFlight(_ digest: Digest) -> BlobFill? { active[digest] }
 
@@ -41,7 +44,7 @@ actor BlobFills {
     /// - Throws: `BlobStoreError.io` when the temp file cannot be created.
     func attach(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) throws -> BlobFill? {
         if let fill = active[digest] { return fill }
-        if store.open(digest) != nil, (try? index.blob(digest.description)) != nil { return nil }
+        if store.contains(digest), (try? index.blob(digest.description)) != nil { return nil }
         let fill = try BlobFill(store: store, digest: digest)
         active[digest] = fill
         Task.detached { [self] in
@@ -64,11 +67,12 @@ actor BlobFills {
         let upstreamName = registry.upstreamName(for: name)
         var attempt = 0
         var failure: DistributionError?
+        var servedBy: RegistryClient.Endpoint?
         while true {
             upstreamFetches.add(1, ordering: .relaxed)
             let before = writer.bytesWritten
             do {
-                _ = try await registry.blob(upstreamName, fill.digest, from: { writer.bytesWritten }, into: sink)
+                servedBy = try await registry.blob(upstreamName, fill.digest, from: { writer.bytesWritten }, into: sink).1
                 break
             } catch {
                 if let refused = sink.failure { failure = refused; break }
@@ -93,17 +97,32 @@ actor BlobFills {
                 try index.insertBlob(digest: fill.digest.description, size: writer.bytesWritten, mediaType: sink.mediaType)
                 logger.info("blob cached", metadata: ["digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)"])
             } catch {
-                // Verification failures already failed the fill (readers aborted); this is for the log.
+                // Verification failures already failed the fill (readers aborted); this is for the log, and
+                // the endpoint that sent the bytes is cooled down so the next request asks another one.
                 failure = DistributionError(.unavailable, "blob \(fill.digest): \(error)")
+                if let servedBy, let e = error as? BlobStoreError, Self.isVerificationFailure(e) {
+                    registry.reportInvalidContent(from: servedBy, "blob \(fill.digest): \(e)")
+                }
             }
         }
         if let failure {
             failures.add(1, ordering: .relaxed)
-            logger.error("blob fill failed", metadata: [
+            // A blob the upstream does not have is the client's business, not an operator's.
+            let level: Logger.Level = failure.code == .blobUnknown ? .info : .error
+            logger.log(level: level, "blob fill failed", metadata: [
                 "digest": "\(fill.digest)", "registry": "\(registry.name)", "repository": "\(name)", "error": "\(failure)",
             ])
         }
         await slots.release()
+    }
+}
+
+extension BlobFills {
+    static func isVerificationFailure(_ e: BlobStoreError) -> Bool {
+        switch e {
+        case .digestMismatch, .sizeMismatch: true
+        default: false
+        }
     }
 }
 

@@ -60,6 +60,22 @@ public final class Mirror: Sendable {
         self.fills = BlobFills(store: store, index: index, configuration: configuration, logger: logger)
     }
 
+    /// Releases the storage directory (its lock) for another process; the mirror must not serve afterwards.
+    public func close() { store.close() }
+
+    /// Waits until no fill is in flight, at most `seconds`: on shutdown, so verified downloads are committed
+    /// to the store rather than thrown away.
+    /// - Returns: the number of fills still running when it gave up.
+    public func drainFills(within seconds: Double) async -> Int {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            let n = await fills.activeCount
+            if n == 0 { return 0 }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return await fills.activeCount
+    }
+
     /// Upstream blob GETs started so far (resumes included).
     public var upstreamBlobFetches: Int { fills.upstreamFetches.load(ordering: .relaxed) }
 
@@ -73,15 +89,15 @@ public final class Mirror: Sendable {
         let upstreamName = registry.upstreamName(for: name)
         switch reference {
         case .digest(let digest):
-            if let cached = cachedManifest(digest) { return cached }
+            if let cached = try cachedManifest(digest) { return cached }
             try requireOnline("manifest \(name)@\(digest)", code: .manifestUnknown)
             return try await flight("\(registry.name)/\(upstreamName)@\(digest)") { [self] () throws(DistributionError) in
-                if let cached = cachedManifest(digest) { return cached }
+                if let cached = try cachedManifest(digest) { return cached }
                 return try await fetchManifest(registry, upstreamName, reference, expected: digest)
             }
         case .tag(let tag):
             if let record = try? index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value),
-               let digest = try? Digest(record.digest), let cached = cachedManifest(digest),
+               let digest = try? Digest(record.digest), let cached = try cachedManifest(digest),
                configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
                 return cached
             }
@@ -110,11 +126,12 @@ public final class Mirror: Sendable {
     /// Revalidates (or first resolves) a tag: HEAD upstream, GET only when the digest is new.
     private func resolveTag(_ registry: RegistryClient, _ name: RepositoryName, _ tag: Tag) async throws(DistributionError) -> ServedManifest {
         let record = try? index.tag(registry: registry.name, repository: name.value, tag: tag.value)
-        let cached = record.flatMap { try? Digest($0.digest) }.flatMap { cachedManifest($0) }
+        var cached: ServedManifest?
+        if let record, let digest = try? Digest(record.digest) { cached = try cachedManifest(digest) }
         guard let cached else { return try await fetchManifest(registry, name, .tag(tag), expected: nil) }
         if Date().timeIntervalSince(record!.checkedAt) < configuration.tagTTL { return cached }
         do {
-            let head = try await registry.manifest(name, .tag(tag), method: "HEAD").head
+            let head = try await registry.manifest(name, .tag(tag), method: "HEAD", quick: true).head
             if let d = head["Docker-Content-Digest"], d == cached.digest.description {
                 try? index.markTagChecked(registry: registry.name, repository: name.value, tag: tag.value)
                 return cached
@@ -143,25 +160,23 @@ public final class Mirror: Sendable {
     private func fetchManifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference, expected: Digest?) async throws(DistributionError) -> ServedManifest {
         let response: UpstreamResponse
         do {
-            response = try await registry.manifest(name, reference, method: "GET")
+            // Verified per endpoint: bytes that do not match the requested (or announced) digest send the
+            // request on to the next endpoint instead of failing it.
+            response = try await registry.manifest(name, reference, method: "GET") { response in
+                let (digest, check) = Self.manifestDigest(response, expected: expected)
+                guard let check, check != digest else { return nil }
+                return "manifest bytes hash to \(digest), not \(check)"
+            }
         } catch {
             throw .from(error, notFound: .manifestUnknown, subject: "manifest \(name):\(reference)")
         }
         let body = response.body
-        let announced = response.head["Docker-Content-Digest"].flatMap { try? Digest($0) }
-        let algorithm = expected?.algorithm ?? announced?.algorithm ?? .sha256
-        var hasher = DigestHasher(algorithm)
-        hasher.update(body)
-        let digest = hasher.finalize()
-        if let check = expected ?? announced, check != digest {
-            logger.error("upstream manifest failed verification", metadata: ["repository": "\(name)", "expected": "\(check)", "actual": "\(digest)"])
-            throw DistributionError(.manifestInvalid, "upstream sent manifest bytes that do not match digest \(check)", status: 502)
-        }
+        let digest = Self.manifestDigest(response, expected: expected).actual
         let summary = try? ManifestSummary(parsing: body)
         let mediaType = summary?.servedMediaType(upstreamContentType: response.head["Content-Type"])
             ?? response.head["Content-Type"] ?? MediaType.ociManifest
         do {
-            if store.open(digest) == nil { try store.put(body, as: digest) }
+            if !store.contains(digest) { try store.put(body, as: digest) }
             let children = (summary?.manifests ?? []).map {
                 ManifestChildRecord(parentDigest: digest.description, childDigest: $0.digest.description, kind: "manifest", size: $0.size, platform: $0.platform)
             } + (summary?.blobs ?? []).map {
@@ -180,15 +195,41 @@ public final class Mirror: Sendable {
         return ServedManifest(digest: digest, mediaType: mediaType, body: body, stale: false)
     }
 
-    /// A manifest from the cache, or nil. A row whose file vanished is forgotten.
-    private func cachedManifest(_ digest: Digest) -> ServedManifest? {
+    /// The digest of a manifest response's bytes, and the digest they must have (the requested one, else the
+    /// upstream's `Docker-Content-Digest`), in the same algorithm.
+    static func manifestDigest(_ response: UpstreamResponse, expected: Digest?) -> (actual: Digest, check: Digest?) {
+        let announced = response.head["Docker-Content-Digest"].flatMap { try? Digest($0) }
+        let check = expected ?? announced
+        var hasher = DigestHasher(check?.algorithm ?? .sha256)
+        hasher.update(response.body)
+        return (hasher.finalize(), check)
+    }
+
+    /// A manifest from the cache, or nil. Manifests are small, so their bytes are re-verified on every read:
+    /// a file that vanished, shrank or was altered is removed and forgotten (and re-fetched when online).
+    /// - Throws: `UNAVAILABLE` (503) when the file is there but cannot be read now (e.g. out of descriptors):
+    ///   the content is kept.
+    private func cachedManifest(_ digest: Digest) throws(DistributionError) -> ServedManifest? {
         guard let (record, _) = try? index.manifest(digest.description) else { return nil }
-        guard let body = store.read(digest) else {
+        switch store.read(digest) {
+        case .failure(.missing):
+            logger.warning("index row without a file; forgetting it", metadata: ["digest": "\(digest)"])
             try? index.forgetBlob(digest.description)
             return nil
+        case .failure(.io(let why)):
+            throw DistributionError(.unavailable, "cannot read cached manifest \(digest): \(why)")
+        case .success(let body):
+            var hasher = DigestHasher(digest.algorithm)
+            hasher.update(body)
+            guard hasher.finalize() == digest else {
+                logger.error("cached manifest is corrupt; removing it", metadata: ["digest": "\(digest)", "bytes": "\(body.count)"])
+                store.remove(digest)
+                try? index.forgetBlob(digest.description)
+                return nil
+            }
+            touch(digest)
+            return ServedManifest(digest: digest, mediaType: record.mediaType, body: body, stale: false)
         }
-        touch(digest)
-        return ServedManifest(digest: digest, mediaType: record.mediaType, body: body, stale: false)
     }
 
     // MARK: - Blobs
@@ -198,15 +239,15 @@ public final class Mirror: Sendable {
     ///   for upstream failures; `SIZE_INVALID` when it exceeds the configured maximum size; `UNAVAILABLE`
     ///   when the fill fails before its size is known.
     public func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
-        if let hit = cachedBlob(digest) { return hit }
+        if let hit = try cachedBlob(digest) { return hit }
         if configuration.offline, await fills.inFlight(digest) == nil {
             throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
         }
         let fill: BlobFill
         do {
             guard let f = try await fills.attach(registry, name, digest) else {
-                if let hit = cachedBlob(digest) { return hit }
-                throw DistributionError(.unknown, "blob \(digest) vanished while being served")
+                if let hit = try cachedBlob(digest) { return hit }
+                throw DistributionError(.unavailable, "blob \(digest) vanished while being served")
             }
             fill = f
         } catch let e as DistributionError {
@@ -228,9 +269,7 @@ public final class Mirror: Sendable {
     /// does not start a fill).
     /// - Throws: as `blob(_:_:)`.
     public func blobHead(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> (size: Int64, mediaType: String) {
-        if let record = try? index.blob(digest.description), store.open(digest) != nil {
-            return (record.size, record.mediaType)
-        }
+        if let hit = try cachedBlob(digest) { return (hit.size, hit.mediaType) }
         if let fill = await fills.inFlight(digest), let size = try? await fill.waitForSize() {
             return (size, MediaType.octetStream)
         }
@@ -253,15 +292,31 @@ public final class Mirror: Sendable {
         }
     }
 
-    private func cachedBlob(_ digest: Digest) -> ServedBlob? {
+    /// A blob from the cache, or nil. A missing file or one whose size differs from the index is removed and
+    /// forgotten (re-fetched when online). Blobs are not re-hashed per request (that would cost a full read);
+    /// same-size corruption is caught by clients' digest checks.
+    /// - Throws: `UNAVAILABLE` (503) when the file exists but cannot be opened now; the content is kept.
+    private func cachedBlob(_ digest: Digest) throws(DistributionError) -> ServedBlob? {
         guard let record = try? index.blob(digest.description) else { return nil }
-        guard let file = store.open(digest), file.size == record.size else {
-            logger.warning("index row without a matching file; refetching", metadata: ["digest": "\(digest)"])
+        switch store.open(digest) {
+        case .failure(.io(let why)):
+            throw DistributionError(.unavailable, "cannot open cached blob \(digest): \(why)")
+        case .failure(.missing):
+            logger.warning("index row without a file; forgetting it", metadata: ["digest": "\(digest)"])
             try? index.forgetBlob(digest.description)
             return nil
+        case .success(let file):
+            guard file.size == record.size else {
+                logger.error("cached blob has the wrong size; removing it", metadata: [
+                    "digest": "\(digest)", "bytes": "\(file.size)", "expected": "\(record.size)",
+                ])
+                store.remove(digest)
+                try? index.forgetBlob(digest.description)
+                return nil
+            }
+            touch(digest)
+            return ServedBlob(digest: digest, size: record.size, mediaType: record.mediaType, body: .file(file))
         }
-        touch(digest)
-        return ServedBlob(digest: digest, size: record.size, mediaType: record.mediaType, body: .file(file))
     }
 
     private func touch(_ digest: Digest) {

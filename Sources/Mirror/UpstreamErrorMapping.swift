@@ -28,6 +28,8 @@ extension DistributionError {
             default:
                 return DistributionError(.unavailable, "upstream answered \(head.status) for \(subject)")
             }
+        case .invalidContent(let why):
+            return DistributionError(.unavailable, "\(subject): every endpoint sent content that failed verification (\(why))", status: 502)
         default:
             return DistributionError(.unavailable, "\(subject): \(error)")
         }

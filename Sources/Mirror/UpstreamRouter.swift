@@ -54,10 +54,16 @@ public final class UpstreamRouter: Sendable {
         }
     }
 
-    /// True when a first path component names a registry rather than a namespace: it is a configured name
-    /// or looks like a host (has a `.` or `:`, or is `localhost`), which Docker Hub namespaces never do.
+    /// True when a first path component names a registry rather than a namespace.
+    ///
+    /// A configured registry name always does. Any other host-like component (`a.b`, `host:port`,
+    /// `localhost`) does too — and is then refused unless `allowAnyRegistry` — when the default registry is
+    /// Docker Hub, whose namespaces never contain `.` or `:`. With another default registry such a component
+    /// is an ordinary namespace (`my.team/app` is a valid name there).
     public func isRegistryPrefix(_ component: Substring) -> Bool {
-        configured[component.lowercased()] != nil || Self.looksLikeHost(String(component))
+        let name = component.lowercased()
+        if configured[name] != nil || RegistryConfiguration.dockerHubAliases.contains(name) && configured["docker.io"] != nil { return true }
+        return (allowAnyRegistry || defaultRegistry.name == "docker.io") && Self.looksLikeHost(name)
     }
 
     /// `host[:port]` with DNS-ish labels, containing a `.` or `:` or being `localhost`.

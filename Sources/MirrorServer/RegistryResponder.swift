@@ -45,7 +45,11 @@ public struct RegistryResponder: HTTPResponder {
     }
 
     private func route(_ request: Request) async throws -> Response {
-        let path = request.uri.path
+        // Decode percent escapes first, as distribution's router does (`sha256%3A…` is a digest); the decoded
+        // name is still validated, so `%2e%2e` becomes `..` and is refused.
+        guard let path = request.uri.path.removingPercentEncoding else {
+            throw DistributionError(.nameInvalid, "malformed percent-encoding in the request path")
+        }
         switch path {
         case "/healthz", "/readyz":
             return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
@@ -68,11 +72,11 @@ public struct RegistryResponder: HTTPResponder {
         case .referrers:
             throw DistributionError(.unsupported, "the referrers API is not offered by this mirror", status: readOnly ? 404 : 405)
         case .tags(let target):
-            guard method == .get else { throw Self.unsupported(method) }
+            guard readOnly else { throw Self.unsupported(method) }
             let registry = try registry(for: target, request)
             let (body, link) = try await mirror.tags(registry, target.name, query: Self.query(request, dropping: "ns"))
-            var response = Self.json(body, head: false)
-            if let link { response.headers[Self.link] = link }
+            var response = Self.json(body, head: method == .head)
+            if let link { response.headers[Self.link] = Self.clientLink(link, target: target, request: request) }
             return response
         case .manifest(let target, let reference):
             guard readOnly else { throw Self.unsupported(method) }
@@ -102,6 +106,18 @@ public struct RegistryResponder: HTTPResponder {
         return try mirror.router.registry(named: target.registry ?? ns)
     }
 
+    /// The next-page `Link` as the client must send it: with the registry path prefix or `ns` it used.
+    static func clientLink(_ link: String, target: RepositoryTarget, request: Request) -> String {
+        var link = link
+        if let registry = target.registry {
+            link = link.replacingOccurrences(of: "</v2/\(target.name.value)/", with: "</v2/\(registry)/\(target.name.value)/")
+        } else if let ns = request.uri.queryParameters["ns"], let close = link.firstIndex(of: ">") {
+            let encoded = String(ns).addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(.init(charactersIn: ".-_:"))) ?? String(ns)
+            link.insert(contentsOf: (link[..<close].contains("?") ? "&" : "?") + "ns=" + encoded, at: close)
+        }
+        return link
+    }
+
     /// The query string without `name` (containerd's `ns` is for Cove, not for the upstream).
     static func query(_ request: Request, dropping name: String) -> String {
         guard let q = request.uri.query, !q.isEmpty else { return "" }
@@ -117,15 +133,20 @@ public struct RegistryResponder: HTTPResponder {
         ]
         let rangeHeader = request.headers[.range]
         if request.method == .head {
+            // HEAD is GET without the body: same status, same headers, same range rules.
             let (size, mediaType) = try await mirror.blobHead(registry, name, digest)
             headers[.contentType] = mediaType
-            if case .range(let r) = ByteRange.parse(rangeHeader, size: size) {
+            switch ByteRange.parse(rangeHeader, size: size) {
+            case .range(let r):
                 headers[.contentRange] = "bytes \(r.start)-\(r.end)/\(size)"
                 headers[.contentLength] = String(r.count)
                 return Response(status: .partialContent, headers: headers, body: ResponseBody())
+            case .unsatisfiable:
+                return Self.unsatisfiable(rangeHeader, size: size, head: true)
+            case .whole:
+                headers[.contentLength] = String(size)
+                return Response(status: .ok, headers: headers, body: ResponseBody())
             }
-            headers[.contentLength] = String(size)
-            return Response(status: .ok, headers: headers, body: ResponseBody())
         }
         let blob = try await mirror.blob(registry, name, digest)
         headers[.contentType] = blob.mediaType
@@ -138,9 +159,7 @@ public struct RegistryResponder: HTTPResponder {
             status = .partialContent
             headers[.contentRange] = "bytes \(r.start)-\(r.end)/\(blob.size)"
         case .unsatisfiable:
-            var response = Self.errorResponse(DistributionError(.rangeInvalid, "range \(rangeHeader ?? "") not satisfiable for \(blob.size) bytes"), head: false)
-            response.headers[.contentRange] = "bytes */\(blob.size)"
-            return response
+            return Self.unsatisfiable(rangeHeader, size: blob.size, head: false)
         }
         headers[.contentLength] = String(range.count)
         let body = blob.body
@@ -156,6 +175,14 @@ public struct RegistryResponder: HTTPResponder {
             }
             try await writer.finish(nil)
         })
+    }
+
+    /// 416 with `Content-Range: bytes */<size>` (RFC 9110 §15.5.17) and a `RANGE_INVALID` envelope.
+    static func unsatisfiable(_ range: String?, size: Int64, head: Bool) -> Response {
+        let message = "range \(RepositoryName.quoted(range ?? "")) not satisfiable for \(size) bytes"
+        var response = errorResponse(DistributionError(.rangeInvalid, message), head: head)
+        response.headers[.contentRange] = "bytes */\(size)"
+        return response
     }
 
     static func unsupported(_ method: HTTPRequest.Method) -> DistributionError {

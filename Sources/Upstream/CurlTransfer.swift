@@ -87,10 +87,10 @@ final class CurlTransfer: @unchecked Sendable {
         cove_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024)
         cove_curl_setopt_ptr(h, CURLOPT_USERAGENT, "cove/0.1 (pull-through cache)")
         cove_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, errorBuffer)
-        cove_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(limits.connectTimeout * 1000))
+        cove_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(limits.connectTimeout))
         cove_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, limits.lowSpeedLimit)
-        cove_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, max(1, Int(limits.lowSpeedTime)))
-        if limits.totalTimeout > 0 { cove_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(limits.totalTimeout * 1000)) }
+        cove_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, max(1, Self.milliseconds(limits.lowSpeedTime) / 1000))
+        if limits.totalTimeout > 0 { cove_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Self.milliseconds(limits.totalTimeout)) }
         if method == "HEAD" {
             cove_curl_setopt_long(h, CURLOPT_NOBODY, 1)
         } else {
@@ -117,6 +117,12 @@ final class CurlTransfer: @unchecked Sendable {
         }
         guard let head else { return .failure(.transport("no HTTP response", code: -1)) }
         return .success((head, body))
+    }
+
+    /// Seconds as libcurl milliseconds: at least 1 (0 would mean "no limit"), at most a day.
+    static func milliseconds(_ seconds: Double) -> Int {
+        guard seconds.isFinite else { return 86_400_000 }
+        return Int(min(86_400_000, max(1, (seconds * 1000).rounded(.up))))
     }
 
     private func onHeader(_ line: UnsafeRawBufferPointer) -> Bool {

@@ -59,17 +59,47 @@ public final class RegistryClient: Sendable {
     }
 
     /// GET or HEAD a manifest; by tag only on trusted endpoints. See `UpstreamClient.manifest`.
+    /// - Parameters:
+    ///   - quick: bound each attempt by the connect timeout (tag revalidation with a cached answer waiting).
+    ///   - verify: checks a response; a non-nil answer (why it is wrong) cools the endpoint down and moves on
+    ///     to the next one, so a mirror serving bad bytes cannot block content the trusted endpoint has.
     /// - Throws: the most telling `UpstreamError` when every endpoint failed.
-    public func manifest(_ name: RepositoryName, _ reference: Reference, method: String) async throws(UpstreamError) -> UpstreamResponse {
+    public func manifest(_ name: RepositoryName, _ reference: Reference, method: String, quick: Bool = false,
+                         verify: (@Sendable (UpstreamResponse) -> String?)? = nil) async throws(UpstreamError) -> UpstreamResponse {
         let byTag = if case .tag = reference { true } else { false }
-        return try await failover(trustedOnly: byTag) { (c) throws(UpstreamError) in try await c.manifest(name, reference, method: method) }
+        return try await failover(trustedOnly: byTag) { (c) throws(UpstreamError) in
+            let response = try await c.manifest(name, reference, method: method, quick: quick)
+            if let problem = verify?(response) { throw .invalidContent(problem) }
+            return response
+        }
     }
 
     /// Streams a blob into `sink` from the first endpoint that has it, starting at `offset()` (read again for
     /// every endpoint tried, so a transfer cut on one endpoint resumes on the next where it stopped).
     /// - Throws: `UpstreamError`.
-    public func blob(_ name: RepositoryName, _ digest: Digest, from offset: @escaping @Sendable () -> Int64, into sink: BodySink) async throws(UpstreamError) -> ResponseHead {
-        try await failover(trustedOnly: false) { (c) throws(UpstreamError) in try await c.blob(name, digest, from: offset(), into: sink) }
+    /// - Returns: the response head and the endpoint that served it (to blame if the bytes fail verification).
+    public func blob(_ name: RepositoryName, _ digest: Digest, from offset: @escaping @Sendable () -> Int64, into sink: BodySink) async throws(UpstreamError) -> (ResponseHead, Endpoint) {
+        try await failover(trustedOnly: false) { (c) throws(UpstreamError) in
+            (try await c.blob(name, digest, from: offset(), into: sink), endpoints.first { $0.client === c }!)
+        }
+    }
+
+    /// Cools `endpoint` down because content it served failed verification: the next attempt (the next
+    /// request for that blob) goes to another endpoint.
+    public func reportInvalidContent(from endpoint: Endpoint, _ reason: String) {
+        coolDown(endpoint, seconds: configuration.cooldown, rateLimited: false, error: "content failed verification: \(reason)")
+    }
+
+    private func coolDown(_ endpoint: Endpoint, seconds: Double, rateLimited: Bool, error: String) {
+        let wait = min(seconds, 86_400)
+        endpoint.health.withLock {
+            $0.coolUntil = .now + .milliseconds(Int64(wait * 1000))
+            $0.rateLimited = rateLimited
+            $0.lastError = error
+        }
+        logger.warning("upstream endpoint failed; cooling it down", metadata: [
+            "registry": "\(name)", "endpoint": "\(endpoint.client.configuration.url)", "cooldown_s": "\(wait)", "error": "\(error)",
+        ])
     }
 
     /// HEAD a blob on the first endpoint that has it.
@@ -96,6 +126,7 @@ public final class RegistryClient: Sendable {
             }
             if head.status >= 500 { return .coolDown(seconds: configuration.cooldown, rateLimited: false) }
             return .next
+        case .invalidContent: return .coolDown(seconds: configuration.cooldown, rateLimited: false)
         case .auth, .redirect: return .next
         case .aborted: return .stop
         }
@@ -127,19 +158,17 @@ public final class RegistryClient: Sendable {
                 endpoint.health.withLock { $0 = .init() }
                 return result
             } catch {
+                var error = error
                 switch verdict(error) {
                 case .stop: throw error
                 case .next: break
                 case .coolDown(let seconds, let rateLimited):
-                    endpoint.health.withLock {
-                        $0.coolUntil = .now + .milliseconds(Int64(seconds * 1000))
-                        $0.rateLimited = rateLimited
-                        $0.lastError = "\(error)"
+                    coolDown(endpoint, seconds: seconds, rateLimited: rateLimited, error: "\(error)")
+                    // A 429 always tells the client when to come back, even if the upstream did not.
+                    if rateLimited, case .status(var head, let body) = error, head["Retry-After"] == nil {
+                        head.headers.append(("Retry-After", String(Int(min(seconds, 86_400).rounded(.up)))))
+                        error = .status(head, body: body)
                     }
-                    logger.warning("upstream endpoint failed; cooling it down", metadata: [
-                        "registry": "\(name)", "endpoint": "\(endpoint.client.configuration.url)",
-                        "cooldown_s": "\(seconds)", "error": "\(error)",
-                    ])
                 }
                 errors.append(error)
             }

@@ -38,10 +38,15 @@ public final class UpstreamClient: Sendable {
     /// GET or HEAD `/v2/<name>/manifests/<reference>` asking for every manifest media type.
     /// - Returns: the response (body buffered, at most `manifestSizeLimit` bytes). Non-2xx statuses throw.
     /// - Throws: `UpstreamError`.
-    public func manifest(_ name: RepositoryName, _ reference: Reference, method: String) async throws(UpstreamError) -> UpstreamResponse {
-        try await send(method: method, path: "/v2/\(name.value)/manifests/\(reference)", scope: name,
-                       headers: MediaType.manifestAccept.map { ("Accept", $0) }, sink: nil,
-                       bufferLimit: Self.manifestSizeLimit, limits: configuration.requestLimits)
+    /// - Parameter quick: bound the whole exchange (token included) by the connect timeout, not the request
+    ///   timeout. For revalidating a cached tag: a black-holed upstream behind a pooled connection cannot be told
+    ///   from a slow one except by the clock, and a cached answer is waiting.
+    public func manifest(_ name: RepositoryName, _ reference: Reference, method: String, quick: Bool = false) async throws(UpstreamError) -> UpstreamResponse {
+        var limits = configuration.requestLimits
+        if quick { limits.totalTimeout = max(0.1, limits.connectTimeout) }
+        return try await send(method: method, path: "/v2/\(name.value)/manifests/\(reference)", scope: name,
+                              headers: MediaType.manifestAccept.map { ("Accept", $0) }, sink: nil,
+                              bufferLimit: Self.manifestSizeLimit, limits: limits)
     }
 
     /// GET `/v2/<name>/blobs/<digest>` streaming the body into `sink`, from byte `offset` (a `Range` request
@@ -83,14 +88,14 @@ public final class UpstreamClient: Sendable {
     func send(method: String, path: String, scope name: RepositoryName?, headers: [(String, String)], sink: BodySink?,
               bufferLimit: Int, limits: TransferLimits) async throws(UpstreamError) -> UpstreamResponse {
         let scope = name.map { "repository:\($0.value):pull" }
-        var authorization = try await upfrontAuthorization(scope: scope)
+        var authorization = try await upfrontAuthorization(scope: scope, limits: limits)
         var retried = false
         while true {
             let response = try await follow(method: method, url: configuration.url + path, headers: headers,
                                              authorization: authorization, sink: sink, bufferLimit: bufferLimit, limits: limits)
             if response.head.status == 401, !retried {
                 retried = true
-                authorization = try await authorize(after: response.head, scope: scope, stale: authorization)
+                authorization = try await authorize(after: response.head, scope: scope, stale: authorization, limits: limits)
                 continue
             }
             guard response.head.isSuccess else { throw .status(response.head, body: response.body) }
@@ -99,28 +104,30 @@ public final class UpstreamClient: Sendable {
     }
 
     /// The `Authorization` to send before any challenge, from what the upstream asked last time.
-    private func upfrontAuthorization(scope: String?) async throws(UpstreamError) -> String? {
+    private func upfrontAuthorization(scope: String?, limits: TransferLimits) async throws(UpstreamError) -> String? {
         switch hint.withLock({ $0 }) {
         case .basic: return configuration.credentials?.basicAuthorization
         case .bearer(let realm, let service):
             guard let scope else { return nil }
-            return "Bearer " + (try await token(realm: realm, service: service, scopes: [scope]))
+            return "Bearer " + (try await token(realm: realm, service: service, scopes: [scope], limits: limits))
         case nil: return nil
         }
     }
 
     /// Answers a 401: picks the challenge, gets credentials for it. A token that was just refused is dropped
     /// from the cache so a fresh one is fetched.
-    private func authorize(after head: ResponseHead, scope: String?, stale: String?) async throws(UpstreamError) -> String {
+    private func authorize(after head: ResponseHead, scope: String?, stale: String?, limits: TransferLimits) async throws(UpstreamError) -> String {
         let challenges = head.values("WWW-Authenticate").flatMap(AuthChallenge.parse)
         if let bearer = challenges.first(where: { $0.scheme == "bearer" }) {
             guard let realm = bearer.realm else { throw .auth("Bearer challenge without realm") }
             let service = bearer.service ?? ""
-            hint.withLock { $0 = .bearer(realm: realm, service: service) }
             var scopes = bearer.scope.map { $0.split(separator: " ").map(String.init) } ?? []
             if scopes.isEmpty, let scope { scopes = [scope] }
             if stale != nil { tokens.remove(.init(realm: realm, service: service, scope: scopes.joined(separator: " "))) }
-            return "Bearer " + (try await token(realm: realm, service: service, scopes: scopes))
+            let token = try await token(realm: realm, service: service, scopes: scopes, limits: limits)
+            // Remembered only once it worked: a refused or failing realm must not stick to the endpoint.
+            hint.withLock { $0 = .bearer(realm: realm, service: service) }
+            return "Bearer " + token
         }
         if challenges.contains(where: { $0.scheme == "basic" }) {
             hint.withLock { $0 = .basic }
@@ -133,7 +140,7 @@ public final class UpstreamClient: Sendable {
     }
 
     /// A bearer token for `scopes` at `realm`, from the cache or the token endpoint.
-    private func token(realm: String, service: String, scopes: [String]) async throws(UpstreamError) -> String {
+    private func token(realm: String, service: String, scopes: [String], limits: TransferLimits) async throws(UpstreamError) -> String {
         let key = TokenCache.Key(realm: realm, service: service, scope: scopes.joined(separator: " "))
         if let cached = tokens.token(for: key) { return cached }
         guard let realmParts = URLParts(realm) else { throw .auth("token realm \(realm.prefix(200)) is not an http(s) URL") }
@@ -152,7 +159,7 @@ public final class UpstreamClient: Sendable {
         let authorization = configuration.credentials?.basicAuthorization
         let response = try await follow(method: "GET", url: url, headers: [("Accept", "application/json")],
                                         authorization: authorization, sink: nil, bufferLimit: 1024 * 1024,
-                                        limits: configuration.requestLimits)
+                                        limits: limits.totalTimeout > 0 ? limits : configuration.requestLimits)
         guard response.head.isSuccess else {
             throw .auth("token endpoint \(realmParts.origin) answered \(response.head.status)")
         }

@@ -104,6 +104,8 @@ public struct URLParts: Equatable, Sendable {
     public var scheme: String
     public var host: String
     public var port: Int?
+    /// True when the URL carries `user:password@` (refused in configuration: it would be logged).
+    public var hasUserInfo: Bool
 
     public init?(_ url: String) {
         guard let schemeEnd = url.range(of: "://") else { return nil }
@@ -111,14 +113,21 @@ public struct URLParts: Equatable, Sendable {
         guard scheme == "http" || scheme == "https" else { return nil }
         let rest = url[schemeEnd.upperBound...]
         var authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        hasUserInfo = authority.contains("@")
         if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
         if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
             host = String(authority[...close]).lowercased()
             let after = authority[authority.index(after: close)...]
-            port = after.hasPrefix(":") ? Int(after.dropFirst()) : nil
+            port = nil
+            if after.hasPrefix(":") {
+                guard let p = Int(after.dropFirst()), (1...65535).contains(p) else { return nil }
+                port = p
+            }
         } else if let colon = authority.lastIndex(of: ":") {
             host = String(authority[..<colon]).lowercased()
-            port = Int(authority[authority.index(after: colon)...])
+            let digits = authority[authority.index(after: colon)...]
+            guard let p = Int(digits), (1...65535).contains(p), digits.allSatisfy(\.isNumber) else { return nil }
+            port = p
         } else {
             host = String(authority).lowercased()
             port = nil

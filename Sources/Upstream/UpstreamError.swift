@@ -11,15 +11,20 @@ public enum UpstreamError: Error, Sendable, CustomStringConvertible {
     case aborted(String)
     /// Too many redirects or a redirect to an unusable URL.
     case redirect(String)
+    /// The endpoint answered, but its content failed verification (wrong digest or size).
+    case invalidContent(String)
 
     public var description: String {
         switch self {
         case .transport(let m, let code): "upstream connection failed: \(m) (curl \(code))"
         case .status(let head, let body):
-            "upstream answered \(head.status)" + (body.isEmpty ? "" : ": " + String(decoding: body.prefix(300), as: UTF8.self))
+            // One line, whatever the upstream sent: these end up in logs.
+            "upstream answered \(head.status)" + (body.isEmpty ? "" : ": " + String(decoding: body.prefix(300), as: UTF8.self)
+                .replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " "))
         case .auth(let m): "upstream authentication failed: \(m)"
         case .aborted(let m): "transfer aborted: \(m)"
         case .redirect(let m): "upstream redirect refused: \(m)"
+        case .invalidContent(let m): "upstream content failed verification: \(m)"
         }
     }
 }

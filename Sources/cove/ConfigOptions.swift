@@ -32,7 +32,7 @@ struct ConfigOptions: ParsableArguments {
         if let listen { configuration.listen = try ListenAddress.parse(listen, key: "--listen") }
         if let storage { configuration.storage = storage }
         if let upstream {
-            guard URLParts(upstream) != nil else { throw ValidationError("--upstream must be an absolute http:// or https:// URL") }
+            try CoveConfiguration.checkURL(upstream, key: "--upstream")
             configuration.useSingleUpstream(url: upstream)
         }
         if let logLevel {

@@ -34,6 +34,7 @@ struct Probe: AsyncParsableCommand {
         let reference = try Reference(self.reference)
         var logger = Logger(label: "cove.probe")
         logger.logLevel = .critical
+        var unreachable = 0
         var rows: [[String]] = [["REGISTRY", "ENDPOINT", "TAGS", "REACHABLE", "AUTH", "MANIFEST", "RATE LIMIT", "BLOB REDIRECT", "MS"]]
         for r in registries {
             let client = RegistryClient(configuration: r, logger: logger)
@@ -42,6 +43,7 @@ struct Probe: AsyncParsableCommand {
             let name = repo.map { client.upstreamName(for: $0) }
             for endpoint in client.endpoints {
                 let p = await endpoint.client.probe(repository: name, reference: reference)
+                if !p.reachable.hasPrefix("HTTP") { unreachable += 1 }
                 rows.append([r.name, p.endpoint, endpoint.client.configuration.resolveTags ? "yes" : "digest only",
                              p.reachable, p.auth, p.manifest, p.rateLimit, p.blobRedirect, String(p.milliseconds)])
             }
@@ -50,5 +52,7 @@ struct Probe: AsyncParsableCommand {
         for row in rows {
             print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
+        // Scripts and health checks can rely on the exit status: 1 when any endpoint could not be reached.
+        if unreachable > 0 { throw ExitCode(1) }
     }
 }

@@ -42,8 +42,12 @@ struct Serve: AsyncParsableCommand {
                                     allowAnyRegistry: config.allowAnyRegistry, adHocTemplate: template, logger: Logger(label: "cove.upstream"))
         let storage = URL(fileURLWithPath: config.storage)
         let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
+        raiseFileLimit(logger: logger)
         let app = Application(
             responder: RegistryResponder(mirror: mirror, logger: Logger(label: "cove.http")),
+            // Idle connections (e.g. a client that stops half way through its headers) are closed after 60 s;
+            // a response being written is never cut by this.
+            server: .http1(configuration: .init(idleTimeout: .seconds(60))),
             configuration: .init(address: .hostname(config.listen.host, port: config.listen.port), serverName: nil),
             onServerRunning: { channel in
                 logger.notice("cove listening", metadata: [
@@ -55,8 +59,35 @@ struct Serve: AsyncParsableCommand {
             },
             logger: Logger(label: "cove.server")
         )
+        // Services stop in reverse order: the server finishes its responses first, then fills still in flight
+        // get a few seconds to verify and commit.
         let group = ServiceGroup(configuration: .init(
-            services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [FillDrain(mirror: mirror, logger: logger), app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// Raises the open-file soft limit to the hard limit: every client connection and every open blob is a
+    /// descriptor, and distributions default the soft limit to 1024.
+    private func raiseFileLimit(logger: Logger) {
+        #if canImport(Glibc)
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
+            logger.warning("could not raise the open-file limit", metadata: ["limit": "\(limit.rlim_max)"])
+        }
+        #endif
+    }
+}
+
+/// On shutdown, waits (up to 10 s) for blob fills in flight so verified downloads are kept.
+struct FillDrain: Service {
+    let mirror: Mirror
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let left = await mirror.drainFills(within: 10)
+        if left > 0 { logger.warning("shutting down with blob fills in flight; they will be fetched again", metadata: ["fills": "\(left)"]) }
     }
 }

@@ -153,6 +153,12 @@ struct ConfigParsingTests {
         ("offline: maybe\n", "offline"),
         ("network:\n  cooldown: later\n", "network.cooldown"),
         ("registries:\n  ghcr.io:\n    auth_hosts: auth.example\n    endpoints:\n      - url: https://ghcr.io\n", "registries.ghcr.io.auth_hosts"),
+        ("registries:\n  docker.io:\n    endpoints:\n      - url: https://registry-1.docker.io\n  index.docker.io:\n    endpoints:\n      - url: https://registry-1.docker.io\n", "registries.index.docker.io"),
+        ("registries:\n  ghcr.io:\n    endpoints:\n      - url: https://user:secret@ghcr.io\n", "registries.ghcr.io.endpoints[0].url"),
+        ("upstream:\n  url: http://host:abc\n", "upstream.url"),
+        ("upstream:\n  url: http://u:p@host\n", "upstream.url"),
+        ("network:\n  connect_timeout: 1e300s\n", "network.connect_timeout"),
+        ("cache:\n  max_blob_size: 1e30GiB\n", "cache.max_blob_size"),
     ])
     func registryErrorsNameTheKey(_ yaml: String, _ key: String) {
         do {
@@ -182,5 +188,14 @@ struct ConfigParsingTests {
         #expect(Units.bytes("1.5KiB") == 1536)
         #expect(Units.bytes("-5") == nil)
         #expect(Units.bytes("5 bananas") == nil)
+        // Case matters, and absurd values are errors rather than crashes or silent "unlimited".
+        #expect(Units.seconds("5M") == nil)
+        #expect(Units.seconds("1e300s") == nil)
+        #expect(Units.seconds("99999999999d") == nil)
+        #expect(Units.seconds("inf") == nil && Units.seconds("nan") == nil)
+        #expect(Units.bytes("1e30GiB") == nil)
+        #expect(Units.bytes("99999999999TiB") == nil)
+        #expect(Units.bytes("0.5B") == 1)
+        #expect(Units.bytes("+5") == nil)
     }
 }

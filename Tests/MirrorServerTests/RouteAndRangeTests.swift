@@ -61,5 +61,10 @@ struct RouteAndRangeTests {
         #expect(ByteRange.parse("bytes=0-1,3-4", size: 10) == .whole)
         #expect(ByteRange.parse("items=0-1", size: 10) == .whole)
         #expect(ByteRange.parse("bytes=x-y", size: 10) == .whole)
+        #expect(ByteRange.parse("BYTES=0-1", size: 10) == .range(.init(start: 0, end: 1)))
+        #expect(ByteRange.parse("bytes=+1-5", size: 10) == .whole)
+        #expect(ByteRange.parse("bytes=99999999999999999999-", size: 10) == .unsatisfiable)
+        #expect(ByteRange.parse("bytes=0-99999999999999999999", size: 10) == .range(.init(start: 0, end: 9)))
+        #expect(ByteRange.parse("bytes=-99999999999999999999", size: 10) == .range(.init(start: 0, end: 9)))
     }
 }
