@@ -1,6 +1,6 @@
 // swift-tools-version:6.1
 // Cove: a pull-through cache for OCI / Docker Registry v2 registries.
-// Targets follow ../shared/DESIGN.md; dependencies point down:
+// Targets and their rules: docs/ARCHITECTURE.md. Dependencies point down:
 // cove → MirrorServer → Mirror → {Upstream, BlobStore, CacheIndex} → OCI.
 import PackageDescription
 

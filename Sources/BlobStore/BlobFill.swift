@@ -10,7 +10,7 @@ import Glibc
 /// The single writer (`writer`, driven from the transfer thread) appends bytes to a temp file and hashes them
 /// as they land. Readers wait for bytes with `waitForBytes(atLeast:)` and `pread` them from the same file.
 /// The last byte is withheld from readers until `BlobFillWriter.commit()` has verified digest and size, so no
-/// reader can ever send a complete body of a blob that fails verification (DESIGN.md, "a fill belongs to the
+/// reader can ever send a complete body of a blob that fails verification (docs/ARCHITECTURE.md, "a fill belongs to the
 /// cache"). On failure the temp file is unlinked and every waiting reader gets the error.
 public final class BlobFill: Sendable {
     /// The digest the bytes must hash to.

@@ -35,7 +35,7 @@ public struct ServedBlob: Sendable {
 /// The pull-through cache: answers manifests, blobs and tag lists from the local cache and fills it from the
 /// upstream on a miss.
 ///
-/// Rules (DESIGN.md "Protocol rules that bite"): digest-addressed content is served from cache without
+/// Rules (docs/ARCHITECTURE.md): digest-addressed content is served from cache without
 /// contacting the upstream; a cached tag is trusted for `tagTTL` seconds, then revalidated with an upstream
 /// HEAD and re-fetched only if its digest changed; when revalidation fails the cached manifest is served
 /// (stale-if-error). Everything stored is verified against its digest first.

@@ -99,7 +99,7 @@ public struct RegistryResponder: HTTPResponder {
         }
     }
 
-    /// Routing (DESIGN.md): a `/v2/<registry-host>/...` path prefix, else containerd's `?ns=<registry>`,
+    /// Routing (docs/ARCHITECTURE.md): a `/v2/<registry-host>/...` path prefix, else containerd's `?ns=<registry>`,
     /// else the default registry.
     private func registry(for target: RepositoryTarget, _ request: Request) throws(DistributionError) -> RegistryClient {
         let ns = request.uri.queryParameters["ns"].map(String.init)

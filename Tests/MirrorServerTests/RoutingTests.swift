@@ -235,4 +235,31 @@ struct RoutingTests {
         #expect(next.text == #"{"name":"org/app","tags":["v3"]}"#)
         #expect(hub.allRequests.isEmpty)
     }
+
+    @Test func aDottedNamespaceIsANameWhenTheDefaultRegistryIsNotDockerHub() async throws {
+        let company = try await FaultUpstream.start(label: "internal"), ghcr = try await FaultUpstream.start(label: "ghcr")
+        defer { company.stop(); ghcr.stop() }
+        let image = company.addImage("my.team/app", tag: "v1")
+        let cove = try await InProcessCove(registries: [
+            RegistryConfiguration(name: "registry.internal", endpoints: [InProcessCove.endpoint(company.url)]),
+            RegistryConfiguration(name: "ghcr.io", endpoints: [InProcessCove.endpoint(ghcr.url)]),
+        ])
+        defer { cove.stop() }
+        // `my.team` is not a configured registry and the default is not Docker Hub: it is a namespace.
+        let r = try await curl("\(cove.url)/v2/my.team/app/manifests/v1")
+        #expect(r.status == 200 && r.body == image.manifest, "\(r.status) \(r.text)")
+        #expect(company.count("GET", "/v2/my.team/app/manifests/v1") == 1)
+        // A configured registry in the first component still routes.
+        _ = ghcr.addImage("org/tool", tag: "v1")
+        #expect(try await curl("\(cove.url)/v2/ghcr.io/org/tool/manifests/v1").status == 200)
+
+        // With Docker Hub as the default, the same path names an unconfigured registry and is refused.
+        let hub = try await FaultUpstream.start(label: "hub")
+        defer { hub.stop() }
+        let hubCove = try await Self.twoRegistries(hub, ghcr)
+        defer { hubCove.stop() }
+        let refused = try await curl("\(hubCove.url)/v2/my.team/app/manifests/v1")
+        #expect(refused.status == 403 && refused.errorCode == "DENIED")
+        #expect(hub.allRequests.isEmpty)
+    }
 }
