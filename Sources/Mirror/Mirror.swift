@@ -79,6 +79,9 @@ public final class Mirror: Sendable {
     /// Upstream blob GETs started so far (resumes included).
     public var upstreamBlobFetches: Int { fills.upstreamFetches.load(ordering: .relaxed) }
 
+    /// Blob fills that ended without a verified blob (upstream errors, verification failures), since start.
+    public var failedFills: Int { fills.failures.load(ordering: .relaxed) }
+
     // MARK: - Manifests
 
     /// The manifest for `name` at `reference` (OCI distribution spec, "Pulling manifests").

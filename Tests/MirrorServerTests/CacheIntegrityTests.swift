@@ -104,7 +104,7 @@ struct CacheIntegrityTests {
         defer { cove.stop() }
         // A fill's temp file that must survive the failed start of a second process.
         let marker = cove.storage.appendingPathComponent("tmp/in-flight")
-        FileManager.default.createFile(atPath: marker.path, contents: Data([1]))
+        _ = FileManager.default.createFile(atPath: marker.path, contents: Data([1]))
         do {
             _ = try await InProcessCove(registries: [RegistryConfiguration(name: "upstream.test", endpoints: [InProcessCove.endpoint(up.url)])],
                                         storage: cove.storage)

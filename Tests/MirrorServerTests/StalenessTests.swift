@@ -108,7 +108,7 @@ struct StalenessTests {
     @Test func aBlackHoledUpstreamHoldsACachedPullNoLongerThanTheConnectTimeout() async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
-        let image = up.addImage("library/busybox", tag: "latest", layers: 2)
+        _ = up.addImage("library/busybox", tag: "latest", layers: 2)
         let relay = try SwitchableEndpoint(.forward(up.port))
         defer { relay.stop() }
         let cove = try await InProcessCove(registries: [

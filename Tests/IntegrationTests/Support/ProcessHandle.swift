@@ -88,8 +88,8 @@ final class ProcessHandle: @unchecked Sendable {
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         stdoutURL = logDirectory.appendingPathComponent("\(name).stdout.log")
         stderrURL = logDirectory.appendingPathComponent("\(name).stderr.log")
-        FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
-        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: timeoutExe)
         p.arguments = ["-k", "5", String(maxLifetime), exe] + arguments
@@ -167,8 +167,8 @@ func runCommand(
     defer { try? FileManager.default.removeItem(at: tmp) }
     let outURL = tmp.appendingPathComponent("stdout")
     let errURL = tmp.appendingPathComponent("stderr")
-    FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = arguments
