@@ -86,8 +86,8 @@ public final class Mirror: Sendable {
 
     /// The manifest for `name` at `reference` (OCI distribution spec, "Pulling manifests").
     /// - Throws: `DistributionError`: `MANIFEST_UNKNOWN` (404) when neither cache nor upstream has it,
-    ///   `DENIED`, `TOOMANYREQUESTS` or `UNAVAILABLE` for upstream failures, `MANIFEST_INVALID` when the
-    ///   upstream's bytes do not match their digest.
+    ///   `DENIED`, `TOOMANYREQUESTS` or `UNAVAILABLE` (503) for upstream failures, `UNAVAILABLE` (502) when
+    ///   every endpoint's bytes failed to match their digest.
     public func manifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference) async throws(DistributionError) -> ServedManifest {
         let upstreamName = registry.upstreamName(for: name)
         switch reference {
