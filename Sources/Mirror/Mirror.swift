@@ -213,7 +213,7 @@ public final class Mirror: Sendable {
     /// - Throws: `UNAVAILABLE` (503) when the file is there but cannot be read now (e.g. out of descriptors):
     ///   the content is kept.
     private func cachedManifest(_ digest: Digest) throws(DistributionError) -> ServedManifest? {
-        guard let (record, _) = try? index.manifest(digest.description) else { return nil }
+        guard let (record, blobRecord) = try? index.manifest(digest.description) else { return nil }
         switch store.read(digest) {
         case .failure(.missing):
             logger.warning("index row without a file; forgetting it", metadata: ["digest": "\(digest)"])
@@ -230,7 +230,7 @@ public final class Mirror: Sendable {
                 try? index.forgetBlob(digest.description)
                 return nil
             }
-            touch(digest)
+            touch(blobRecord)
             return ServedManifest(digest: digest, mediaType: record.mediaType, body: body, stale: false)
         }
     }
@@ -317,13 +317,16 @@ public final class Mirror: Sendable {
                 try? index.forgetBlob(digest.description)
                 return nil
             }
-            touch(digest)
+            touch(record)
             return ServedBlob(digest: digest, size: record.size, mediaType: record.mediaType, body: .file(file))
         }
     }
 
-    private func touch(_ digest: Digest) {
-        try? index.touch(digest.description)
+    /// Records the access for eviction, at most once a minute per row: hits stay read-only in SQLite.
+    private func touch(_ record: BlobRecord) {
+        let now = Date()
+        guard now.timeIntervalSince(record.lastAccessAt) >= 60 else { return }
+        try? index.touch(record.digest, now: now)
     }
 
     // MARK: - Tags
