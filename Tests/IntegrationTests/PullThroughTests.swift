@@ -367,6 +367,45 @@ struct PullThroughTests {
         f.stopRegistry()
         try await pullAndVerify(f, cove, repo: "big", reference: "@\(img.digest)", image: img, into: "big-cached")
     }
+
+    @Test("several registries on one port: skopeo pulls through a path prefix; containerd-style ns= requests route too")
+    func severalRegistries() async throws {
+        let f = try await Fixture(mode: .plain)
+        defer { f.shutdown() }
+        try await f.push("index")
+        let img = f.image("index")
+        let dead = try freePort()
+        // docker.io (the default) points at a closed port: only the routed registry may be asked.
+        let cove = try await f.startCove(registriesYAML: """
+        registries:
+          docker.io:
+            endpoints:
+              - url: "http://127.0.0.1:\(dead)"
+          local.test:
+            endpoints:
+              - url: "\(f.registryURL)"
+        """)
+        try await pullAndVerify(f, cove, repo: "local.test/index", reference: ":v1", image: img, into: "prefixed")
+
+        // containerd: HEAD by tag with ?ns=, then GET by digest with ?ns=, no /v2/ ping.
+        let head = try await httpRequest("HEAD", "\(cove.url)/v2/index/manifests/v1?ns=local.test",
+                                         headers: ["Accept: application/vnd.oci.image.index.v1+json"])
+        #expect(head.status == 200, "\(head.transcript)")
+        #expect(head.header("Docker-Content-Digest") == img.digest)
+        let child = try #require(img.manifests.first)
+        let get = try await httpRequest("GET", "\(cove.url)/v2/index/manifests/\(child.digest)?ns=local.test")
+        #expect(get.status == 200, "\(get.transcript)")
+        #expect(get.header("Docker-Content-Digest") == child.digest)
+
+        // Without a route the default registry is asked, and it is down: an error envelope, not a hang.
+        let fallback = try await httpRequest("GET", "\(cove.url)/v2/index/manifests/v1")
+        expectRegistryError(fallback, "default registry down", cove: cove)
+        // Unconfigured registries are refused, by prefix and by ns.
+        let refused = try await httpRequest("GET", "\(cove.url)/v2/quay.io/index/manifests/v1")
+        #expect(refused.status == 403 && refused.errorCodes.contains("DENIED"), "\(refused.transcript)")
+        let refusedNs = try await httpRequest("GET", "\(cove.url)/v2/index/manifests/v1?ns=quay.io")
+        #expect(refusedNs.status == 403 && refusedNs.errorCodes.contains("DENIED"), "\(refusedNs.transcript)")
+    }
 }
 
 /// skopeo copy of the `single` image *to* Cove (which must refuse it).

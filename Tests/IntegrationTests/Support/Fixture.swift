@@ -337,6 +337,7 @@ final class Fixture: @unchecked Sendable {
         upstreamURL: String? = nil,
         tagTTL: String = "5m",
         extraYAML: String = "",
+        registriesYAML: String? = nil,
         environment: [String: String] = [:],
         startTimeout: Double = 60
     ) async throws -> CoveHandle {
@@ -351,6 +352,10 @@ final class Fixture: @unchecked Sendable {
             var yaml = """
             listen: "127.0.0.1:\(port)"
             storage: "\(storage)"
+
+            """
+            // Either a `registries:` section of the caller's, or the one-upstream shorthand.
+            yaml += registriesYAML.map { $0 + "\n" } ?? """
             upstream:
               url: "\(upstreamURL ?? registryURL)"
 
