@@ -48,6 +48,7 @@ extension UpstreamClient {
         }
         guard let repository else {
             report.manifest = "skipped (give --repository)"
+            report.blobRedirect = "skipped"
             report.milliseconds = Self.ms(since: start)
             return report
         }
