@@ -66,12 +66,6 @@ public final class BlobFill: Sendable {
         if case .filling = state.withLock({ $0.phase }) { unlink(tmpPath) }
     }
 
-    /// The current phase.
-    public var phase: Phase { state.withLock { $0.phase } }
-
-    /// Bytes written so far.
-    public var written: Int64 { state.withLock { $0.written } }
-
     /// Waits until the size is known: the upstream announced it, or the fill verified.
     /// - Returns: the blob size in bytes, or nil if the upstream sent no length and the fill is still running
     ///   (never: a fill without a length resolves this only at commit).

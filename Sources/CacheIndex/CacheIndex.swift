@@ -93,11 +93,4 @@ public final class CacheIndex: Sendable {
     public func forgetBlob(_ digest: String) throws {
         _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest) }
     }
-
-    /// Counts of rows, for `cove stats` and tests.
-    public func counts() throws -> (blobs: Int, manifests: Int, tags: Int) {
-        try pool.read { db in
-            (try BlobRecord.fetchCount(db), try ManifestRecord.fetchCount(db), try TagRecord.fetchCount(db))
-        }
-    }
 }

@@ -19,8 +19,6 @@ actor BlobFills {
     let configuration: MirrorConfiguration
     let slots: AsyncSemaphore
     let logger: Logger
-    /// Upstream blob GETs started (a resume counts again); for tests and metrics.
-    let upstreamFetches = Atomic<Int>(0)
     /// Fills that failed verification or transfer.
     let failures = Atomic<Int>(0)
 
@@ -69,7 +67,6 @@ actor BlobFills {
         var failure: DistributionError?
         var servedBy: RegistryClient.Endpoint?
         while true {
-            upstreamFetches.add(1, ordering: .relaxed)
             let before = writer.bytesWritten
             do {
                 servedBy = try await registry.blob(upstreamName, fill.digest, from: { writer.bytesWritten }, into: sink).1

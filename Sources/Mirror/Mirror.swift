@@ -76,9 +76,6 @@ public final class Mirror: Sendable {
         return await fills.activeCount
     }
 
-    /// Upstream blob GETs started so far (resumes included).
-    public var upstreamBlobFetches: Int { fills.upstreamFetches.load(ordering: .relaxed) }
-
     /// Blob fills that ended without a verified blob (upstream errors, verification failures), since start.
     public var failedFills: Int { fills.failures.load(ordering: .relaxed) }
 

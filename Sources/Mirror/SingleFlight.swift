@@ -29,7 +29,4 @@ actor AsyncSemaphore {
     func release() {
         if waiters.isEmpty { available += 1 } else { waiters.removeFirst().resume() }
     }
-
-    /// Fills waiting for a slot.
-    var queued: Int { waiters.count }
 }

@@ -13,7 +13,4 @@ public enum MediaType {
     public static let manifestAccept: [String] = [
         ociIndex, dockerManifestList, ociManifest, dockerManifest, dockerSchema1Signed, dockerSchema1,
     ]
-
-    /// True when `type` is an image index or a Docker manifest list (a manifest that points at manifests).
-    public static func isIndex(_ type: String) -> Bool { type == ociIndex || type == dockerManifestList }
 }
