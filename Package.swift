@@ -62,7 +62,7 @@ let package = Package(
         ),
         .target(
             name: "CoveConfig",
-            dependencies: ["Mirror", "Upstream", .product(name: "Yams", package: "Yams")]
+            dependencies: ["OCI", "Mirror", "Upstream", .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "cove",
@@ -82,6 +82,7 @@ let package = Package(
             dependencies: [
                 "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(

@@ -85,8 +85,22 @@ public struct BlobStore: Sendable {
     /// Stores `bytes` whole after checking they hash to `digest`.
     /// - Throws: `BlobStoreError.digestMismatch` or `.io`.
     public func put(_ bytes: [UInt8], as digest: Digest) throws(BlobStoreError) {
+        try put(bytes, as: digest, digestVerified: false)
+    }
+
+    /// Stores a manifest's bytes under its digest as `ManifestDigest.of` computes it (for a signed schema 1
+    /// manifest, the digest of its payload, so the stored file does not hash to its own name).
+    /// - Throws: `BlobStoreError.digestMismatch` when the manifest's digest is not `digest`, or `.io`.
+    public func putManifest(_ bytes: [UInt8], mediaType: String, as digest: Digest) throws(BlobStoreError) {
+        let actual = ManifestDigest.of(bytes, mediaType: mediaType, algorithm: digest.algorithm)
+        guard actual == digest else { throw .digestMismatch(expected: digest, actual: actual) }
+        try put(bytes, as: digest, digestVerified: true)
+    }
+
+    private func put(_ bytes: [UInt8], as digest: Digest, digestVerified: Bool) throws(BlobStoreError) {
         let fill = try BlobFill(store: self, digest: digest)
         let writer = fill.makeWriter()
+        writer.digestVerifiedByCaller = digestVerified
         do {
             try writer.expect(size: Int64(bytes.count))
             try bytes.withUnsafeBytes { raw in try writer.append(raw) }

@@ -89,6 +89,22 @@ public final class CacheIndex: Sendable {
         }
     }
 
+    /// The cached referrers list for a request, if any.
+    public func referrers(registry: String, repository: String, subject: String, query: String) throws -> ReferrersRecord? {
+        try pool.read { db in
+            try ReferrersRecord.fetchOne(db, key: ["registry": registry, "repository": repository, "subject": subject, "query": query])
+        }
+    }
+
+    /// Records a referrers list whose body is stored as the blob `record.digest` (`size` bytes), in one transaction.
+    public func upsertReferrers(_ record: ReferrersRecord, size: Int64, now: Date = Date()) throws {
+        try pool.write { db in
+            try BlobRecord(digest: record.digest, size: size, mediaType: "application/vnd.oci.image.index.v1+json", createdAt: now, lastAccessAt: now)
+                .insert(db, onConflict: .ignore)
+            try record.upsert(db)
+        }
+    }
+
     /// Removes the rows for `digest` (its file is gone or corrupt).
     public func forgetBlob(_ digest: String) throws {
         _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest) }

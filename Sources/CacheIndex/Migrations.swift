@@ -36,6 +36,20 @@ enum Migrations {
                 t.primaryKey(["registry", "repository", "tag"])
             }
         }
+        m.registerMigration("v2-referrers") { db in
+            try db.create(table: "referrers") { t in
+                t.column("registry", .text).notNull()
+                t.column("repository", .text).notNull()
+                t.column("subject", .text).notNull()
+                t.column("query", .text).notNull()
+                t.column("digest", .text).notNull().indexed()
+                t.column("nextQuery", .text)
+                t.column("filtersApplied", .boolean).notNull()
+                t.column("fetchedAt", .datetime).notNull()
+                t.column("checkedAt", .datetime).notNull()
+                t.primaryKey(["registry", "repository", "subject", "query"])
+            }
+        }
         return m
     }
 }

@@ -85,3 +85,39 @@ public struct TagRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
         self.checkedAt = checkedAt
     }
 }
+
+/// A referrers list (OCI distribution spec 1.1, "Listing Referrers") learned from an upstream, cached like a
+/// tag: its body is a blob (an image index), the row says for which request and when it was confirmed.
+public struct ReferrersRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "referrers"
+    /// Upstream registry identity (as in `TagRecord`).
+    public var registry: String
+    /// Repository name as sent upstream.
+    public var repository: String
+    /// Digest of the subject manifest.
+    public var subject: String
+    /// The request's query without `ns` (`artifactType=…`, pagination), "" for none.
+    public var query: String
+    /// Digest of the served body (a blob row and file).
+    public var digest: String
+    /// Query of the upstream's next page, if it paginated.
+    public var nextQuery: String?
+    /// True when the body is filtered by `artifactType` (by the upstream or by Cove).
+    public var filtersApplied: Bool
+    public var fetchedAt: Date
+    /// When the upstream last answered for it; the freshness TTL (`tag_ttl`) counts from here.
+    public var checkedAt: Date
+
+    public init(registry: String, repository: String, subject: String, query: String, digest: String, nextQuery: String?,
+                filtersApplied: Bool, fetchedAt: Date, checkedAt: Date) {
+        self.registry = registry
+        self.repository = repository
+        self.subject = subject
+        self.query = query
+        self.digest = digest
+        self.nextQuery = nextQuery
+        self.filtersApplied = filtersApplied
+        self.fetchedAt = fetchedAt
+        self.checkedAt = checkedAt
+    }
+}

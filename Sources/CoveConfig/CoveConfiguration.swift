@@ -1,5 +1,6 @@
 import Foundation
 import Mirror
+import OCI
 import Upstream
 import Yams
 
@@ -14,9 +15,12 @@ public struct CoveConfiguration: Sendable {
     /// Upstream registries in configuration order (never empty).
     public var registries: [RegistryConfiguration] = [CoveConfiguration.dockerHub]
     /// Name of the registry for requests that name none (no `?ns=`, no path prefix).
-    public var defaultRegistry: String = "docker.io"
+    public var defaultRegistry: String = DockerHub.name
     /// Serve registries that are not configured, at `https://<host>` (off: Cove is not an open proxy).
     public var allowAnyRegistry = false
+    /// True for a single unnamed upstream (`--upstream URL`, `upstream:` without `name`): it serves every
+    /// `?ns=` a client sends (see `UpstreamRouter.ignoresNamespace`).
+    public var ignoresNamespace = false
     /// Timeouts and cool-down applied to every endpoint.
     public var network = NetworkSettings()
     public var cache: MirrorConfiguration = MirrorConfiguration()
@@ -24,7 +28,7 @@ public struct CoveConfiguration: Sendable {
     public init() {}
 
     /// The embedded default upstream: Docker Hub.
-    public static let dockerHub = RegistryConfiguration(name: "docker.io", endpoints: [UpstreamConfiguration(url: "https://registry-1.docker.io")])
+    public static let dockerHub = RegistryConfiguration(name: DockerHub.name, endpoints: [UpstreamConfiguration(url: DockerHub.apiURL)])
 
     /// The log levels `log_level` accepts.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -45,11 +49,31 @@ public struct CoveConfiguration: Sendable {
     }
 
     /// Replaces the registries with one registry at `url` (the `upstream:` key and the `--upstream` flag).
-    public mutating func useSingleUpstream(url: String, credentials: Credentials? = nil, libraryPrefix: Bool? = nil) {
-        let name = RegistryConfiguration.name(forURL: url)
-        registries = [RegistryConfiguration(name: name, endpoints: [UpstreamConfiguration(url: url, credentials: credentials)],
+    /// - Parameter name: the registry name clients use (`docker.io`, `ghcr.io`); with a name, `?ns=` must
+    ///   match it like any configured registry. Without one the upstream is named after its URL
+    ///   (`docker.io` for Docker Hub, else `host[:port]`, the key of its tags in the cache) and serves every `?ns=`.
+    public mutating func useSingleUpstream(url: String, name: String? = nil, credentials: Credentials? = nil, libraryPrefix: Bool? = nil) {
+        let registryName = name.map(DockerHub.canonicalRegistryName) ?? RegistryConfiguration.name(forURL: url)
+        registries = [RegistryConfiguration(name: registryName, endpoints: [UpstreamConfiguration(url: url, credentials: credentials)],
                                             libraryPrefix: libraryPrefix)]
-        defaultRegistry = name
+        defaultRegistry = registryName
+        ignoresNamespace = name == nil
+    }
+
+    /// Parses the `--upstream` flag, `[NAME=]URL`.
+    /// - Returns: the registry name (nil when absent) and the URL.
+    /// - Throws: `ConfigError` for `key` when the URL or the name is malformed.
+    public static func parseUpstreamFlag(_ text: String, key: String) throws(ConfigError) -> (name: String?, url: String) {
+        var name: String?, url = text
+        if let eq = text.firstIndex(of: "="), !text[..<eq].contains("/") {
+            name = String(text[..<eq]).lowercased()
+            url = String(text[text.index(after: eq)...])
+            guard UpstreamRouter.looksLikeHost(name!) else {
+                throw ConfigError(key, "registry name \(name!) must be a host such as docker.io or registry.example.com:5000 (NAME=URL)")
+            }
+        }
+        try checkURL(url, key: key)
+        return (name, url)
     }
 
     /// Parses a YAML document on top of the defaults.
@@ -87,10 +111,14 @@ public struct CoveConfiguration: Sendable {
             throw ConfigError("upstream", "use either upstream (one registry) or registries (several), not both")
         }
         if let u = upstream {
-            try u.allow(["url", "username", "password_file", "password_env", "library_prefix"])
-            let url = try u.string("url") ?? "https://registry-1.docker.io"
+            try u.allow(["url", "name", "username", "password_file", "password_env", "library_prefix"])
+            let url = try u.string("url") ?? DockerHub.apiURL
             try checkURL(url, key: u.key("url"))
-            config.useSingleUpstream(url: url, credentials: try credentials(u, environment), libraryPrefix: try libraryPrefix(u))
+            let name = try u.string("name")
+            if let name, !UpstreamRouter.looksLikeHost(name.lowercased()) {
+                throw ConfigError(u.key("name"), "registry names are hosts such as docker.io, ghcr.io or registry.example.com:5000")
+            }
+            config.useSingleUpstream(url: url, name: name, credentials: try credentials(u, environment), libraryPrefix: try libraryPrefix(u))
         }
         if let r = registries {
             config.registries = []
@@ -118,7 +146,7 @@ public struct CoveConfiguration: Sendable {
                     throw ConfigError(section.key("endpoints"), "at least one endpoint must have resolve_tags: true")
                 }
                 let authHosts = try section.stringList("auth_hosts")
-                let canonical = RegistryConfiguration.dockerHubAliases.contains(name) ? "docker.io" : name
+                let canonical = DockerHub.canonicalRegistryName(name)
                 guard !config.registries.contains(where: { $0.name == canonical }) else {
                     throw ConfigError(path, "configured twice (\(canonical); docker.io, index.docker.io and registry-1.docker.io are one registry)")
                 }
@@ -127,10 +155,10 @@ public struct CoveConfiguration: Sendable {
                                                                authHosts: authHosts))
             }
             guard !config.registries.isEmpty else { throw ConfigError("registries", "must configure at least one registry") }
-            config.defaultRegistry = config.registries.contains { $0.name == "docker.io" } ? "docker.io" : config.registries[0].name
+            config.defaultRegistry = config.registries.contains { $0.name == DockerHub.name } ? DockerHub.name : config.registries[0].name
         }
         if let d = try root.string("default_registry") {
-            let name = RegistryConfiguration.dockerHubAliases.contains(d) ? "docker.io" : d.lowercased()
+            let name = DockerHub.canonicalRegistryName(d)
             guard config.registries.contains(where: { $0.name == name }) else {
                 throw ConfigError("default_registry", "\(d) is not a configured registry (\(config.registries.map(\.name).joined(separator: ", ")))")
             }

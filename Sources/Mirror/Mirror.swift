@@ -160,26 +160,24 @@ public final class Mirror: Sendable {
     private func fetchManifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference, expected: Digest?) async throws(DistributionError) -> ServedManifest {
         let response: UpstreamResponse
         do {
-            // Verified per endpoint: bytes that do not match the requested (or announced) digest send the
-            // request on to the next endpoint instead of failing it.
+            // Checked per endpoint: an answer that is not a manifest, or bytes that do not match the requested
+            // (or announced) digest, send the request on to the next endpoint instead of failing it.
             response = try await registry.manifest(name, reference, method: "GET") { response in
-                let (digest, check) = Self.manifestDigest(response, expected: expected)
-                guard let check, check != digest else { return nil }
-                return "manifest bytes hash to \(digest), not \(check)"
+                if case .refused(let why) = Self.accept(response, expected: expected) { return why }
+                return nil
             }
         } catch {
             throw .from(error, notFound: .manifestUnknown, subject: "manifest \(name):\(reference)")
         }
-        let body = response.body
-        let digest = Self.manifestDigest(response, expected: expected).actual
-        let summary = try? ManifestSummary(parsing: body)
-        let mediaType = summary?.servedMediaType(upstreamContentType: response.head["Content-Type"])
-            ?? response.head["Content-Type"] ?? MediaType.ociManifest
+        guard case .accepted(let accepted) = Self.accept(response, expected: expected) else {
+            throw DistributionError(.unavailable, "manifest \(name):\(reference): upstream answer changed under verification", status: 502)
+        }
+        let (body, digest, summary, mediaType) = (response.body, accepted.digest, accepted.summary, accepted.mediaType)
         do {
-            if !store.contains(digest) { try store.put(body, as: digest) }
-            let children = (summary?.manifests ?? []).map {
+            if !store.contains(digest) { try store.putManifest(body, mediaType: mediaType, as: digest) }
+            let children = summary.manifests.map {
                 ManifestChildRecord(parentDigest: digest.description, childDigest: $0.digest.description, kind: "manifest", size: $0.size, platform: $0.platform)
-            } + (summary?.blobs ?? []).map {
+            } + summary.blobs.map {
                 ManifestChildRecord(parentDigest: digest.description, childDigest: $0.digest.description, kind: "blob", size: $0.size, platform: nil)
             }
             try index.insertManifest(ManifestRecord(digest: digest.description, mediaType: mediaType, registry: registry.name, repository: name.value),
@@ -195,14 +193,35 @@ public final class Mirror: Sendable {
         return ServedManifest(digest: digest, mediaType: mediaType, body: body, stale: false)
     }
 
-    /// The digest of a manifest response's bytes, and the digest they must have (the requested one, else the
-    /// upstream's `Docker-Content-Digest`), in the same algorithm.
-    static func manifestDigest(_ response: UpstreamResponse, expected: Digest?) -> (actual: Digest, check: Digest?) {
+    /// A manifest answer that passed every check (what to store and serve), or why it did not.
+    enum ManifestVerdict {
+        case accepted(AcceptedManifest)
+        case refused(String)
+    }
+
+    struct AcceptedManifest {
+        var digest: Digest
+        var summary: ManifestSummary
+        var mediaType: String
+    }
+
+    /// Checks an upstream's manifest answer: it must be a manifest by media type and shape
+    /// (`ManifestSummary.validating`), and its digest (schema 1 rules included) must equal the requested one,
+    /// else the upstream's `Docker-Content-Digest` when it sent one.
+    /// - Returns: the accepted manifest, or why it was refused, naming the upstream that sent it.
+    static func accept(_ response: UpstreamResponse, expected: Digest?) -> ManifestVerdict {
+        let origin = URLParts(response.url)?.origin ?? "upstream"
+        let summary: ManifestSummary, mediaType: String
+        do {
+            (summary, mediaType) = try ManifestSummary.validating(response.body, contentType: response.head["Content-Type"])
+        } catch {
+            return .refused("\(origin) \(error.message)")
+        }
         let announced = response.head["Docker-Content-Digest"].flatMap { try? Digest($0) }
         let check = expected ?? announced
-        var hasher = DigestHasher(check?.algorithm ?? .sha256)
-        hasher.update(response.body)
-        return (hasher.finalize(), check)
+        let digest = ManifestDigest.of(response.body, mediaType: mediaType, algorithm: check?.algorithm ?? .sha256)
+        if let check, check != digest { return .refused("\(origin) sent a manifest whose digest is \(digest), not \(check)") }
+        return .accepted(AcceptedManifest(digest: digest, summary: summary, mediaType: mediaType))
     }
 
     /// A manifest from the cache, or nil. Manifests are small, so their bytes are re-verified on every read:
@@ -219,9 +238,7 @@ public final class Mirror: Sendable {
         case .failure(.io(let why)):
             throw DistributionError(.unavailable, "cannot read cached manifest \(digest): \(why)")
         case .success(let body):
-            var hasher = DigestHasher(digest.algorithm)
-            hasher.update(body)
-            guard hasher.finalize() == digest else {
+            guard ManifestDigest.of(body, mediaType: record.mediaType, algorithm: digest.algorithm) == digest else {
                 logger.error("cached manifest is corrupt; removing it", metadata: ["digest": "\(digest)", "bytes": "\(body.count)"])
                 store.remove(digest)
                 try? index.forgetBlob(digest.description)
@@ -324,46 +341,5 @@ public final class Mirror: Sendable {
         let now = Date()
         guard now.timeIntervalSince(record.lastAccessAt) >= 60 else { return }
         try? index.touch(record.digest, now: now)
-    }
-
-    // MARK: - Tags
-
-    /// `GET /v2/<name>/tags/list` passed through to the upstream with its `n`/`last` query; the `Link` header
-    /// is rewritten to this mirror's name for the repository (OCI distribution spec, "Listing Tags").
-    /// - Returns: body bytes and the `Link` header value, if any.
-    /// - Throws: `NAME_UNKNOWN` (404) and the upstream mappings of `manifest(_:_:)`.
-    public func tags(_ registry: RegistryClient, _ name: RepositoryName, query: String) async throws(DistributionError) -> (body: [UInt8], link: String?) {
-        let upstreamName = registry.upstreamName(for: name)
-        if configuration.offline { return try cachedTags(registry, name, upstreamName, query: query) }
-        do {
-            let response = try await registry.tags(upstreamName, query: query)
-            let link = response.head["Link"].map {
-                $0.replacingOccurrences(of: "/v2/\(upstreamName.value)/", with: "/v2/\(name.value)/")
-            }
-            return (response.body, link)
-        } catch {
-            throw .from(error, notFound: .nameUnknown, subject: "repository \(name)")
-        }
-    }
-
-    /// The tags the cache knows for a repository, paginated with `n` and `last` like the spec's tag listing.
-    private func cachedTags(_ registry: RegistryClient, _ name: RepositoryName, _ upstreamName: RepositoryName, query: String) throws(DistributionError) -> (body: [UInt8], link: String?) {
-        var n: Int?, last: String?
-        for pair in query.split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { continue }
-            if kv[0] == "n" { n = Int(kv[1]) }
-            if kv[0] == "last" { last = kv[1].removingPercentEncoding }
-        }
-        var tags = ((try? index.tags(registry: registry.name, repository: upstreamName.value)) ?? []).sorted()
-        guard !tags.isEmpty else { throw DistributionError(.nameUnknown, "repository \(name) is not cached and this mirror is offline") }
-        if let last { tags = tags.filter { $0 > last } }
-        var link: String?
-        if let n, n >= 0, tags.count > n {
-            tags = Array(tags.prefix(n))
-            link = "</v2/\(name)/tags/list?n=\(n)&last=\(tags.last ?? "")>; rel=\"next\""
-        }
-        let list = tags.map { DistributionError.jsonString($0) }.joined(separator: ",")
-        return (Array(#"{"name":\#(DistributionError.jsonString(name.value)),"tags":[\#(list)]}"#.utf8), link)
     }
 }

@@ -29,7 +29,7 @@ extension DistributionError {
                 return DistributionError(.unavailable, "upstream answered \(head.status) for \(subject)")
             }
         case .invalidContent(let why):
-            return DistributionError(.unavailable, "\(subject): every endpoint sent content that failed verification (\(why))", status: 502)
+            return DistributionError(.unavailable, "\(subject): no upstream endpoint sent a valid answer (\(why))", status: 502)
         default:
             return DistributionError(.unavailable, "\(subject): \(error)")
         }

@@ -7,9 +7,18 @@ import Upstream
 /// only when `allowAnyRegistry` is on — any registry host, reached at `https://<host>`.
 ///
 /// Cove is not an open proxy by default: a registry that is not configured is refused with `DENIED`.
+///
+/// A single *unnamed* upstream (`--upstream URL`, or `upstream:` without `name`) is a catch-all for
+/// containerd's `?ns=`: whatever registry `ns` names, the request goes to that one upstream. The OCI
+/// distribution spec lets a registry ignore `ns` ("Pulling manifests": `ns` is a hint for mirrors), and an
+/// operator who pointed Cove at one upstream meant every client to use it — e.g. containerd's Docker Hub
+/// mirror setup sends `?ns=docker.io` to a Cove whose only upstream is an accelerator. `ns` is never dialed.
 public final class UpstreamRouter: Sendable {
     public let defaultRegistry: RegistryClient
     public let allowAnyRegistry: Bool
+    /// True for a single unnamed upstream: `?ns=` is ignored and every request without a path prefix goes to
+    /// `defaultRegistry`.
+    public let ignoresNamespace: Bool
     let configured: [String: RegistryClient]
     let adHoc = Mutex<[String: RegistryClient]>([:])
     let adHocTemplate: UpstreamConfiguration
@@ -18,13 +27,15 @@ public final class UpstreamRouter: Sendable {
     /// - Parameters:
     ///   - registries: the configured registries; `defaultName` must be one of them.
     ///   - adHocTemplate: limits for registries created on demand under `allowAnyRegistry` (its URL is ignored).
-    public init(registries: [RegistryConfiguration], defaultName: String, allowAnyRegistry: Bool,
+    ///   - ignoresNamespace: serve every `?ns=` from the default registry (a single unnamed upstream).
+    public init(registries: [RegistryConfiguration], defaultName: String, allowAnyRegistry: Bool, ignoresNamespace: Bool = false,
                 adHocTemplate: UpstreamConfiguration = UpstreamConfiguration(url: "https://localhost"), logger: Logger) {
         var map: [String: RegistryClient] = [:]
         for r in registries { map[r.name] = RegistryClient(configuration: r, logger: logger) }
         configured = map
         defaultRegistry = map[defaultName] ?? RegistryClient(configuration: registries[0], logger: logger)
         self.allowAnyRegistry = allowAnyRegistry
+        self.ignoresNamespace = ignoresNamespace
         self.adHocTemplate = adHocTemplate
         self.logger = logger
     }
@@ -32,12 +43,19 @@ public final class UpstreamRouter: Sendable {
     /// Every configured registry, sorted by name.
     public var registries: [RegistryClient] { configured.values.sorted { $0.name < $1.name } }
 
+    /// The registry for a request: its path prefix (`/v2/<registry>/<name>/...`) if it has one, else
+    /// containerd's `?ns=` (ignored by a single unnamed upstream), else the default registry.
+    /// - Throws: as `registry(named:)`.
+    public func registry(pathPrefix: String?, namespace: String?) throws(DistributionError) -> RegistryClient {
+        if let pathPrefix { return try registry(named: pathPrefix) }
+        return try registry(named: ignoresNamespace ? nil : namespace)
+    }
+
     /// The registry for `name` (nil: the default registry). Docker Hub's aliases all mean `docker.io`.
     /// - Throws: `DENIED` (403) for a registry that is not configured while `allowAnyRegistry` is off,
     ///   `NAME_INVALID` for a malformed host.
     public func registry(named name: String?) throws(DistributionError) -> RegistryClient {
-        guard var name = name?.lowercased(), !name.isEmpty else { return defaultRegistry }
-        if RegistryConfiguration.dockerHubAliases.contains(name) { name = "docker.io" }
+        guard let name = name.map(DockerHub.canonicalRegistryName), !name.isEmpty else { return defaultRegistry }
         if let r = configured[name] { return r }
         guard Self.looksLikeHost(name) else { throw .nameInvalid("invalid registry host \(RepositoryName.quoted(name))") }
         guard allowAnyRegistry else {
@@ -62,8 +80,8 @@ public final class UpstreamRouter: Sendable {
     /// is an ordinary namespace (`my.team/app` is a valid name there).
     public func isRegistryPrefix(_ component: Substring) -> Bool {
         let name = component.lowercased()
-        if configured[name] != nil || RegistryConfiguration.dockerHubAliases.contains(name) && configured["docker.io"] != nil { return true }
-        return (allowAnyRegistry || defaultRegistry.name == "docker.io") && Self.looksLikeHost(name)
+        if configured[name] != nil || DockerHub.isAlias(name) && configured[DockerHub.name] != nil { return true }
+        return (allowAnyRegistry || defaultRegistry.name == DockerHub.name) && Self.looksLikeHost(name)
     }
 
     /// `host[:port]` with DNS-ish labels, containing a `.` or `:` or being `localhost`.

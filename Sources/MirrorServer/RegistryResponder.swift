@@ -25,6 +25,14 @@ public struct RegistryResponder: HTTPResponder {
     static let warning = HTTPField.Name("Warning")!
     static let coveCache = HTTPField.Name("X-Cove-Cache")!
     static let link = HTTPField.Name("Link")!
+    static let filtersApplied = HTTPField.Name("OCI-Filters-Applied")!
+
+    /// Marks a response served from the cache because no upstream endpoint could answer (RFC 9111 §5.5.1
+    /// `Warning: 110`, kept because clients and proxies still log it, and `X-Cove-Cache: stale`).
+    static func markStale(_ headers: inout HTTPFields) {
+        headers[warning] = "110 cove \"Response is Stale\""
+        headers[coveCache] = "stale"
+    }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
@@ -69,14 +77,23 @@ public struct RegistryResponder: HTTPResponder {
             throw DistributionError(.unsupported, "catalog listing is not offered by this mirror", status: readOnly ? 404 : 405)
         case .upload:
             throw Self.unsupported(method)
-        case .referrers:
-            throw DistributionError(.unsupported, "the referrers API is not offered by this mirror", status: readOnly ? 404 : 405)
+        case .referrers(let target, let digest):
+            guard readOnly else { throw Self.unsupported(method) }
+            let artifactType = request.uri.queryParameters["artifactType"].map(String.init)
+            let list = try await mirror.referrers(try registry(for: target, request), target.name, digest,
+                                                  query: Self.query(request, dropping: "ns"), artifactType: artifactType)
+            var response = Self.json(list.body, head: method == .head, contentType: MediaType.ociIndex)
+            if let link = list.link { response.headers[Self.link] = Self.clientLink(link, target: target, request: request) }
+            if list.filtersApplied { response.headers[Self.filtersApplied] = "artifactType" }
+            if list.stale { Self.markStale(&response.headers) }
+            return response
         case .tags(let target):
             guard readOnly else { throw Self.unsupported(method) }
             let registry = try registry(for: target, request)
-            let (body, link) = try await mirror.tags(registry, target.name, query: Self.query(request, dropping: "ns"))
-            var response = Self.json(body, head: method == .head)
-            if let link { response.headers[Self.link] = Self.clientLink(link, target: target, request: request) }
+            let list = try await mirror.tags(registry, target.name, query: Self.query(request, dropping: "ns"))
+            var response = Self.json(list.body, head: method == .head)
+            if let link = list.link { response.headers[Self.link] = Self.clientLink(link, target: target, request: request) }
+            if list.stale { Self.markStale(&response.headers) }
             return response
         case .manifest(let target, let reference):
             guard readOnly else { throw Self.unsupported(method) }
@@ -87,10 +104,7 @@ public struct RegistryResponder: HTTPResponder {
                 Self.contentDigest: manifest.digest.description,
                 .eTag: "\"\(manifest.digest)\"",
             ]
-            if manifest.stale {
-                headers[Self.warning] = "110 cove \"Response is Stale\""
-                headers[Self.coveCache] = "stale"
-            }
+            if manifest.stale { Self.markStale(&headers) }
             let body = method == .head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: manifest.body))
             return Response(status: .ok, headers: headers, body: body)
         case .blob(let target, let digest):
@@ -103,7 +117,7 @@ public struct RegistryResponder: HTTPResponder {
     /// else the default registry.
     private func registry(for target: RepositoryTarget, _ request: Request) throws(DistributionError) -> RegistryClient {
         let ns = request.uri.queryParameters["ns"].map(String.init)
-        return try mirror.router.registry(named: target.registry ?? ns)
+        return try mirror.router.registry(pathPrefix: target.registry, namespace: ns)
     }
 
     /// The next-page `Link` as the client must send it: with the registry path prefix or `ns` it used.
@@ -189,8 +203,8 @@ public struct RegistryResponder: HTTPResponder {
         DistributionError(.unsupported, "\(method) is not supported: this registry is a read-only pull-through mirror")
     }
 
-    static func json(_ body: [UInt8], head: Bool) -> Response {
-        Response(status: .ok, headers: [.contentType: "application/json", .contentLength: String(body.count)],
+    static func json(_ body: [UInt8], head: Bool, contentType: String = "application/json") -> Response {
+        Response(status: .ok, headers: [.contentType: contentType, .contentLength: String(body.count)],
                  body: head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 

@@ -27,8 +27,8 @@ public enum RegistryRoute: Equatable, Sendable {
     case tags(RepositoryTarget)
     /// `/v2/_catalog`.
     case catalog
-    /// `/v2/<name>/referrers/<digest>` (end-12).
-    case referrers
+    /// `/v2/<name>/referrers/<digest>` (end-12a, OCI distribution spec 1.1 "Listing Referrers").
+    case referrers(RepositoryTarget, Digest)
 
     /// Parses a raw (still percent-encoded) request path.
     ///
@@ -58,8 +58,8 @@ public enum RegistryRoute: Equatable, Sendable {
             self = .upload
             return
         }
-        if rest.range(of: "/referrers/", options: .backwards) != nil {
-            self = .referrers
+        if let r = rest.range(of: "/referrers/", options: .backwards) {
+            self = .referrers(try target(rest[..<r.lowerBound]), try Digest(String(rest[r.upperBound...])))
             return
         }
         for (marker, isManifest) in [("/manifests/", true), ("/blobs/", false)] {

@@ -13,4 +13,8 @@ public enum MediaType {
     public static let manifestAccept: [String] = [
         ociIndex, dockerManifestList, ociManifest, dockerManifest, dockerSchema1Signed, dockerSchema1,
     ]
+
+    /// `Content-Type` values that say nothing about the document (some registries and file servers send
+    /// them for manifests): the body's `mediaType` or shape decides.
+    public static let genericContentTypes: Set<String> = ["application/json", "application/octet-stream", "text/plain"]
 }

@@ -54,8 +54,8 @@ public final class RegistryClient: Sendable {
 
     /// The repository name as the upstream knows it: `library/x` for a one-component `x` on Docker Hub.
     public func upstreamName(for name: RepositoryName) -> RepositoryName {
-        guard configuration.libraryPrefix, name.components.count == 1 else { return name }
-        return (try? name.prefixed(with: "library")) ?? name
+        guard configuration.libraryPrefix else { return name }
+        return (try? DockerHub.officialName(name)) ?? name
     }
 
     /// GET or HEAD a manifest; by tag only on trusted endpoints. See `UpstreamClient.manifest`.

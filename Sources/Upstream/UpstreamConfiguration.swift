@@ -1,3 +1,4 @@
+import OCI
 /// How to reach one endpoint of an upstream registry (the registry itself, or a mirror/accelerator of it).
 public struct UpstreamConfiguration: Sendable {
     /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
@@ -27,7 +28,7 @@ public struct UpstreamConfiguration: Sendable {
     /// True for Docker Hub's registry hosts, where official images live under `library/`.
     public static func isDockerHub(_ url: String) -> Bool {
         guard let host = URLParts(url)?.host else { return false }
-        return RegistryConfiguration.dockerHubAliases.contains(host)
+        return DockerHub.isAlias(host)
     }
 
     /// `host[:port]` of the endpoint.
@@ -52,20 +53,17 @@ public struct RegistryConfiguration: Sendable {
     /// Seconds an endpoint is skipped after a connection error, timeout, 5xx or 429 (without `Retry-After`).
     public var cooldown: Double
 
-    /// Names that all mean Docker Hub.
-    public static let dockerHubAliases: Set<String> = ["docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"]
-
     public init(name: String, endpoints: [UpstreamConfiguration], libraryPrefix: Bool? = nil, authHosts: [String] = [], cooldown: Double = 30) {
         self.name = name
         self.endpoints = endpoints
-        self.libraryPrefix = libraryPrefix ?? (Self.dockerHubAliases.contains(name) || endpoints.contains { UpstreamConfiguration.isDockerHub($0.url) })
+        self.libraryPrefix = libraryPrefix ?? (DockerHub.isAlias(name) || endpoints.contains { UpstreamConfiguration.isDockerHub($0.url) })
         self.authHosts = authHosts
         self.cooldown = cooldown
     }
 
     /// The registry name for an upstream URL: `docker.io` for Docker Hub hosts, else `host[:port]`.
     public static func name(forURL url: String) -> String {
-        UpstreamConfiguration.isDockerHub(url) ? "docker.io" : UpstreamConfiguration(url: url).hostKey
+        UpstreamConfiguration.isDockerHub(url) ? DockerHub.name : UpstreamConfiguration(url: url).hostKey
     }
 }
 

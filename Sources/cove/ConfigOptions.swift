@@ -14,7 +14,8 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "Storage directory for the index and blobs (default ./cove-data).")
     var storage: String?
 
-    @Option(name: .long, help: "Upstream registry URL (default https://registry-1.docker.io).")
+    @Option(name: .long, help: ArgumentHelp("Single upstream registry, [NAME=]URL, replacing the configured registries.",
+                                            discussion: "Without NAME it serves every ?ns= a client sends; with NAME (e.g. docker.io=https://mirror.example) only that registry."))
     var upstream: String?
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -32,8 +33,8 @@ struct ConfigOptions: ParsableArguments {
         if let listen { configuration.listen = try ListenAddress.parse(listen, key: "--listen") }
         if let storage { configuration.storage = storage }
         if let upstream {
-            try CoveConfiguration.checkURL(upstream, key: "--upstream")
-            configuration.useSingleUpstream(url: upstream)
+            let (name, url) = try CoveConfiguration.parseUpstreamFlag(upstream, key: "--upstream")
+            configuration.useSingleUpstream(url: url, name: name)
         }
         if let logLevel {
             guard CoveConfiguration.logLevels.contains(logLevel) else {
@@ -55,7 +56,7 @@ struct CheckConfig: ParsableCommand {
         let c = try options.load()
         var lines = [
             "listen: \(c.listen)", "storage: \(c.storage)", "log_level: \(c.logLevel)",
-            "default_registry: \(c.defaultRegistry)", "allow_any_registry: \(c.allowAnyRegistry)", "offline: \(c.cache.offline)",
+            "default_registry: \(c.defaultRegistry)" + (c.ignoresNamespace ? " (single unnamed upstream: serves every ?ns=)" : ""), "allow_any_registry: \(c.allowAnyRegistry)", "offline: \(c.cache.offline)",
             "network: connect_timeout \(c.network.connectTimeout)s, request_timeout \(c.network.requestTimeout)s, "
                 + "low_speed \(c.network.lowSpeedLimit) B/s for \(c.network.lowSpeedTime)s, cooldown \(c.network.cooldown)s",
             "cache: tag_ttl \(c.cache.tagTTL)s, max_blob_size \(c.cache.maxBlobSize.map { "\($0) bytes" } ?? "unlimited"), "

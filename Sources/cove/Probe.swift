@@ -25,7 +25,7 @@ struct Probe: AsyncParsableCommand {
         let config = try options.load()
         var registries = config.effectiveRegistries
         if let registry {
-            let name = RegistryConfiguration.dockerHubAliases.contains(registry) ? "docker.io" : registry.lowercased()
+            let name = DockerHub.canonicalRegistryName(registry)
             registries = registries.filter { $0.name == name }
             guard !registries.isEmpty else {
                 throw ValidationError("\(registry) is not a configured registry (\(config.registries.map(\.name).joined(separator: ", ")))")
@@ -39,7 +39,7 @@ struct Probe: AsyncParsableCommand {
         for r in registries {
             let client = RegistryClient(configuration: r, logger: logger)
             var repo = try repository.map { try RepositoryName($0) }
-            if repo == nil, r.name == "docker.io" { repo = try RepositoryName("library/alpine") }
+            if repo == nil, r.name == DockerHub.name { repo = try DockerHub.officialName(RepositoryName("alpine")) }
             let name = repo.map { client.upstreamName(for: $0) }
             for endpoint in client.endpoints {
                 let p = await endpoint.client.probe(repository: name, reference: reference)

@@ -39,7 +39,7 @@ struct Serve: AsyncParsableCommand {
         template.requestLimits = config.network.requestLimits
         template.blobLimits = config.network.blobLimits
         let router = UpstreamRouter(registries: config.effectiveRegistries, defaultName: config.defaultRegistry,
-                                    allowAnyRegistry: config.allowAnyRegistry, adHocTemplate: template, logger: Logger(label: "cove.upstream"))
+                                    allowAnyRegistry: config.allowAnyRegistry, ignoresNamespace: config.ignoresNamespace, adHocTemplate: template, logger: Logger(label: "cove.upstream"))
         let storage = URL(fileURLWithPath: config.storage)
         let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
         raiseFileLimit(logger: logger)

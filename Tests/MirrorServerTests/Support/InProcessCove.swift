@@ -30,7 +30,8 @@ final class InProcessCove: Sendable {
     ///   - storage: an existing storage root to reuse (e.g. one a previous Cove filled); default a fresh temp dir.
     ///   - adHocTemplate: limits for registries created under `allowAnyRegistry`.
     ///   - logs: when given, every log record (debug and up) of Cove's own logger goes there too.
-    init(registries: [RegistryConfiguration], allowAnyRegistry: Bool = false, defaultName: String? = nil,
+    ///   - ignoresNamespace: a single unnamed upstream that serves every `?ns=`.
+    init(registries: [RegistryConfiguration], allowAnyRegistry: Bool = false, ignoresNamespace: Bool = false, defaultName: String? = nil,
          configuration: MirrorConfiguration = MirrorConfiguration(), storage: URL? = nil,
          adHocTemplate: UpstreamConfiguration? = nil, logs: LogCapture? = nil) async throws {
         self.storage = storage ?? FileManager.default.temporaryDirectory.appendingPathComponent("cove-test-\(UUID().uuidString)")
@@ -43,7 +44,7 @@ final class InProcessCove: Sendable {
             logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
         }
         let router = UpstreamRouter(registries: registries, defaultName: defaultName ?? registries[0].name, allowAnyRegistry: allowAnyRegistry,
-                                    adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger)
+                                    ignoresNamespace: ignoresNamespace, adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger)
         let mirror = try Mirror(storage: self.storage, router: router, configuration: configuration, logger: logger)
         mirrorBox = Mutex(mirror)
         responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger))
