@@ -198,4 +198,32 @@ struct ConfigParsingTests {
         #expect(Units.bytes("0.5B") == 1)
         #expect(Units.bytes("+5") == nil)
     }
+
+    @Test func anUnnamedUpstreamServesEveryNamespaceANamedOneOnlyItsOwn() throws {
+        let unnamed = try CoveConfiguration.parse(yaml: "upstream:\n  url: http://127.0.0.1:5001\n")
+        #expect(unnamed.ignoresNamespace && unnamed.registries.map(\.name) == ["127.0.0.1:5001"] && unnamed.defaultRegistry == "127.0.0.1:5001")
+        let named = try CoveConfiguration.parse(yaml: "upstream:\n  url: https://mirror.example\n  name: Index.Docker.io\n")
+        #expect(!named.ignoresNamespace && named.registries.map(\.name) == ["docker.io"] && named.defaultRegistry == "docker.io")
+        #expect(named.registries[0].libraryPrefix)
+        #expect(throws: ConfigError("upstream.name", "registry names are hosts such as docker.io, ghcr.io or registry.example.com:5000")) {
+            try CoveConfiguration.parse(yaml: "upstream:\n  url: https://mirror.example\n  name: not a host\n")
+        }
+        let multi = try CoveConfiguration.parse(yaml: "registries:\n  ghcr.io:\n    endpoints:\n      - url: https://ghcr.io\n")
+        #expect(!multi.ignoresNamespace)
+        #expect(try !CoveConfiguration.parse(yaml: "").ignoresNamespace)
+    }
+
+    @Test func upstreamFlagTakesAnOptionalRegistryName() throws {
+        #expect(try CoveConfiguration.parseUpstreamFlag("http://127.0.0.1:5001", key: "--upstream") == (nil, "http://127.0.0.1:5001"))
+        let (name, url) = try CoveConfiguration.parseUpstreamFlag("docker.io=https://abc.mirror.aliyuncs.com", key: "--upstream")
+        #expect(name == "docker.io" && url == "https://abc.mirror.aliyuncs.com")
+        #expect(try CoveConfiguration.parseUpstreamFlag("https://r.example/path?a=b", key: "--upstream") == (nil, "https://r.example/path?a=b"))
+        #expect(throws: ConfigError.self) { try CoveConfiguration.parseUpstreamFlag("bad name=https://r.example", key: "--upstream") }
+        #expect(throws: ConfigError.self) { try CoveConfiguration.parseUpstreamFlag("docker.io=ftp://r.example", key: "--upstream") }
+        var c = CoveConfiguration()
+        c.useSingleUpstream(url: url, name: name)
+        #expect(!c.ignoresNamespace && c.defaultRegistry == "docker.io")
+        c.useSingleUpstream(url: url)
+        #expect(c.ignoresNamespace && c.defaultRegistry == "abc.mirror.aliyuncs.com")
+    }
 }
