@@ -153,7 +153,7 @@ public final class RegistryClient: Sendable {
     /// HEAD a blob on the first endpoint that has it.
     /// - Throws: `UpstreamError`.
     public func blobHead(_ name: RepositoryName, _ digest: Digest) async throws(UpstreamError) -> ResponseHead {
-        try await failover(trustedOnly: false, path: "HEAD /v2/\(name.value)/blobs/\(digest)", object: digest.description,
+        try await failover(trustedOnly: false, path: "/v2/\(name.value)/blobs/\(digest)", object: digest.description,
                            deadline: operationDeadline()) { (c, d) throws(UpstreamError) in try await c.blobHead(name, digest, deadline: d) }
     }
 
