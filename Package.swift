@@ -75,7 +75,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream"]),
         .testTarget(
             name: "MirrorServerTests",

@@ -49,12 +49,15 @@ public struct CoveConfiguration: Sendable {
     }
 
     /// Replaces the registries with one registry at `url` (the `upstream:` key and the `--upstream` flag).
-    /// - Parameter name: the registry name clients use (`docker.io`, `ghcr.io`); with a name, `?ns=` must
-    ///   match it like any configured registry. Without one the upstream is named after its URL
-    ///   (`docker.io` for Docker Hub, else `host[:port]`, the key of its tags in the cache) and serves every `?ns=`.
-    public mutating func useSingleUpstream(url: String, name: String? = nil, credentials: Credentials? = nil, libraryPrefix: Bool? = nil) {
+    /// - Parameters:
+    ///   - name: the registry name clients use (`docker.io`, `ghcr.io`); with a name, `?ns=` must match it like
+    ///     any configured registry. Without one the upstream is named after its URL (`docker.io` for Docker
+    ///     Hub, else `host[:port]`, the key of its tags in the cache) and serves every `?ns=`.
+    ///   - mirror: the URL is itself a mirror (another Cove): requests carry `?ns=<registry name>`.
+    public mutating func useSingleUpstream(url: String, name: String? = nil, credentials: Credentials? = nil, libraryPrefix: Bool? = nil,
+                                           mirror: Bool = false) {
         let registryName = name.map(DockerHub.canonicalRegistryName) ?? RegistryConfiguration.name(forURL: url)
-        registries = [RegistryConfiguration(name: registryName, endpoints: [UpstreamConfiguration(url: url, credentials: credentials)],
+        registries = [RegistryConfiguration(name: registryName, endpoints: [UpstreamConfiguration(url: url, credentials: credentials, mirror: mirror)],
                                             libraryPrefix: libraryPrefix)]
         defaultRegistry = registryName
         ignoresNamespace = name == nil
@@ -111,14 +114,15 @@ public struct CoveConfiguration: Sendable {
             throw ConfigError("upstream", "use either upstream (one registry) or registries (several), not both")
         }
         if let u = upstream {
-            try u.allow(["url", "name", "username", "password_file", "password_env", "library_prefix"])
+            try u.allow(["url", "name", "username", "password_file", "password_env", "library_prefix", "mirror"])
             let url = try u.string("url") ?? DockerHub.apiURL
             try checkURL(url, key: u.key("url"))
             let name = try u.string("name")
             if let name, !UpstreamRouter.looksLikeHost(name.lowercased()) {
                 throw ConfigError(u.key("name"), "registry names are hosts such as docker.io, ghcr.io or registry.example.com:5000")
             }
-            config.useSingleUpstream(url: url, name: name, credentials: try credentials(u, environment), libraryPrefix: try libraryPrefix(u))
+            config.useSingleUpstream(url: url, name: name, credentials: try credentials(u, environment), libraryPrefix: try libraryPrefix(u),
+                                     mirror: try u.bool("mirror") ?? false)
         }
         if let r = registries {
             config.registries = []
@@ -136,11 +140,11 @@ public struct CoveConfiguration: Sendable {
                 var endpoints: [UpstreamConfiguration] = []
                 for (i, item) in list.enumerated() {
                     let e = try Section(item, path: section.key("endpoints[\(i)]"))
-                    try e.allow(["url", "resolve_tags", "username", "password_file", "password_env"])
+                    try e.allow(["url", "resolve_tags", "mirror", "username", "password_file", "password_env"])
                     guard let url = try e.string("url") else { throw ConfigError(e.key("url"), "is required") }
                     try checkURL(url, key: e.key("url"))
                     endpoints.append(UpstreamConfiguration(url: url, credentials: try credentials(e, environment),
-                                                           resolveTags: try e.bool("resolve_tags") ?? true))
+                                                           resolveTags: try e.bool("resolve_tags") ?? true, mirror: try e.bool("mirror") ?? false))
                 }
                 guard endpoints.contains(where: \.resolveTags) else {
                     throw ConfigError(section.key("endpoints"), "at least one endpoint must have resolve_tags: true")
@@ -229,11 +233,17 @@ public struct CoveConfiguration: Sendable {
 }
 
 /// Timeouts and cool-down for every upstream endpoint.
+///
+/// The defaults keep every client's wait for Cove's own answer under 15 s (issue 7): each upstream operation
+/// (token + manifest GET with failover, tag revalidation HEAD + GET, tag list, blob HEAD, the wait for a blob
+/// GET's response head including retries) runs under one deadline of `requestTimeout`; `connectTimeout` is at
+/// most that, and a revalidation HEAD is bounded by `connectTimeout` alone.
 public struct NetworkSettings: Sendable {
     /// Seconds to establish a connection (TCP + TLS).
-    public var connectTimeout: Double = 10
-    /// Whole-request limit in seconds for small requests (manifests, tokens, tag lists, HEAD).
-    public var requestTimeout: Double = 60
+    public var connectTimeout: Double = 5
+    /// Seconds one small operation may take in all (manifests, tokens, tag lists, HEAD; token fetch, redirects
+    /// and failover across endpoints included), and the wait for a blob's response head.
+    public var requestTimeout: Double = 10
     /// Bytes per second below which a transfer counts as stalled after `lowSpeedTime` seconds.
     public var lowSpeedLimit: Int = 1024
     public var lowSpeedTime: Double = 30

@@ -57,6 +57,10 @@ actor BlobFills {
     /// Drives one fill to its end. Transport failures resume from the bytes already written with
     /// `Range: bytes=N-` (exponential backoff from 0.5 s); an upstream that ignores the range and answers 200
     /// makes the writer start over from zero. The whole blob is verified either way.
+    ///
+    /// Clients wait in `BlobFill.waitForSize` until the first response head: that wait is bounded by one
+    /// deadline of the registry's `requestTimeout`, retries included, so they get an answer (the size, or 503
+    /// naming the stalled host) in time. Once a head arrived, each retry gets a fresh deadline for its own head.
     private nonisolated func run(_ fill: BlobFill, _ registry: RegistryClient, _ name: RepositoryName) async {
         await slots.acquire()
         let writer = fill.makeWriter()
@@ -66,20 +70,24 @@ actor BlobFills {
         var attempt = 0
         var failure: DistributionError?
         var servedBy: RegistryClient.Endpoint?
+        var deadline = registry.operationDeadline()
         while true {
             let before = writer.bytesWritten
             do {
-                servedBy = try await registry.blob(upstreamName, fill.digest, from: { writer.bytesWritten }, into: sink).1
+                servedBy = try await registry.blob(upstreamName, fill.digest, from: { writer.bytesWritten }, into: sink, headDeadline: deadline).1
                 break
             } catch {
                 if let refused = sink.failure { failure = refused; break }
-                guard case .transport = error, attempt < configuration.fillRetries else {
+                // A transfer that made progress earns its retries back: only consecutive failures count.
+                let next = writer.bytesWritten > before ? 1 : attempt + 1
+                let delay = 0.5 * pow(2, Double(next - 1))
+                if sink.answered { deadline = registry.operationDeadline().later(by: delay) }
+                guard case .transport = error, attempt < configuration.fillRetries,
+                      (deadline.remaining() ?? .infinity) > delay + 0.5 else {
                     failure = .from(error, notFound: .blobUnknown, subject: "blob \(fill.digest)")
                     break
                 }
-                // A transfer that made progress earns its retries back: only consecutive failures count.
-                attempt = writer.bytesWritten > before ? 1 : attempt + 1
-                let delay = 0.5 * pow(2, Double(attempt - 1))
+                attempt = next
                 logger.warning("blob transfer interrupted; resuming", metadata: [
                     "digest": "\(fill.digest)", "offset": "\(writer.bytesWritten)", "error": "\(error)", "retry_in_s": "\(delay)",
                 ])
@@ -98,7 +106,7 @@ actor BlobFills {
                 // the endpoint that sent the bytes is cooled down so the next request asks another one.
                 failure = DistributionError(.unavailable, "blob \(fill.digest): \(error)")
                 if let servedBy, let e = error as? BlobStoreError, Self.isVerificationFailure(e) {
-                    registry.reportInvalidContent(from: servedBy, "blob \(fill.digest): \(e)")
+                    registry.reportInvalidContent(from: servedBy, object: fill.digest.description, "blob \(fill.digest): \(e)")
                 }
             }
         }
@@ -129,10 +137,13 @@ final class FillSink: BodySink, @unchecked Sendable {
     /// Set on the transfer thread when the sink refuses a response; read after the transfer ends.
     private(set) var failure: DistributionError?
     private(set) var mediaType = MediaType.octetStream
+    /// Set once any 2xx response head arrived (clients waiting for the size have had their answer).
+    private(set) var answered = false
 
     init(writer: BlobFillWriter) { self.writer = writer }
 
     func begin(_ head: ResponseHead) -> Bool {
+        answered = true
         if let ct = head["Content-Type"], !ct.isEmpty { mediaType = ct }
         do {
             if head.status == 206 {

@@ -130,8 +130,10 @@ public final class Mirror: Sendable {
         if let record, let digest = try? Digest(record.digest) { cached = try cachedManifest(digest) }
         guard let cached else { return try await fetchManifest(registry, name, .tag(tag), expected: nil) }
         if Date().timeIntervalSince(record!.checkedAt) < configuration.tagTTL { return cached }
+        // One deadline for the HEAD and the GET after it: the client gets the new or the stale manifest in time.
+        let deadline = registry.operationDeadline()
         do {
-            let head = try await registry.manifest(name, .tag(tag), method: "HEAD", quick: true).head
+            let head = try await registry.manifest(name, .tag(tag), method: "HEAD", quick: true, deadline: deadline).head
             if let d = head["Docker-Content-Digest"], d == cached.digest.description {
                 try? index.markTagChecked(registry: registry.name, repository: name.value, tag: tag.value)
                 return cached
@@ -148,7 +150,7 @@ public final class Mirror: Sendable {
             return stale
         }
         do {
-            return try await fetchManifest(registry, name, .tag(tag), expected: nil)
+            return try await fetchManifest(registry, name, .tag(tag), expected: nil, deadline: deadline)
         } catch where [.unavailable, .tooManyRequests, .denied].contains(error.code) {
             var stale = cached
             stale.stale = true
@@ -157,12 +159,13 @@ public final class Mirror: Sendable {
     }
 
     /// GETs a manifest, verifies it, stores it byte-exact and records the tag if fetched by tag.
-    private func fetchManifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference, expected: Digest?) async throws(DistributionError) -> ServedManifest {
+    private func fetchManifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference, expected: Digest?,
+                               deadline: Deadline? = nil) async throws(DistributionError) -> ServedManifest {
         let response: UpstreamResponse
         do {
             // Checked per endpoint: an answer that is not a manifest, or bytes that do not match the requested
             // (or announced) digest, send the request on to the next endpoint instead of failing it.
-            response = try await registry.manifest(name, reference, method: "GET") { response in
+            response = try await registry.manifest(name, reference, method: "GET", deadline: deadline) { response in
                 if case .refused(let why) = Self.accept(response, expected: expected) { return why }
                 return nil
             }

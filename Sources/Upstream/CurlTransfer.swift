@@ -11,6 +11,9 @@ public struct TransferLimits: Sendable {
     public var lowSpeedTime: Double
     /// Whole-transfer timeout in seconds; 0 means none (blob bodies rely on the low-speed rule instead).
     public var totalTimeout: Double
+    /// The operation's deadline: caps both timeouts above; with `totalTimeout` 0 it bounds the wait for the
+    /// response head only (see `Deadline`).
+    public var deadline: Deadline = .none
 
     public init(connectTimeout: Double = 10, lowSpeedLimit: Int = 1024, lowSpeedTime: Double = 30, totalTimeout: Double = 0) {
         self.connectTimeout = connectTimeout
@@ -44,6 +47,9 @@ final class CurlTransfer: @unchecked Sendable {
     private(set) var body: [UInt8] = []
     private var toSink = false
     private(set) var abortReason: String?
+    /// When the response head must have arrived (blob GETs under a deadline), checked by the progress callback.
+    var headBy: ContinuousClock.Instant?
+    var headTimedOut = false
 
     init(method: String, url: String, headers: [String], sink: BodySink?, successBufferLimit: Int, limits: TransferLimits) {
         self.method = method
@@ -87,10 +93,13 @@ final class CurlTransfer: @unchecked Sendable {
         cove_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024)
         cove_curl_setopt_ptr(h, CURLOPT_USERAGENT, "cove/0.1 (pull-through cache)")
         cove_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, errorBuffer)
+        if limits.deadline.hasPassed() { return .failure(transportFailure("operation deadline passed before the request", code: 28)) }
+        let (limits, headTimeout) = limits.effective()
         cove_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(limits.connectTimeout))
         cove_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, limits.lowSpeedLimit)
         cove_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, max(1, Self.milliseconds(limits.lowSpeedTime) / 1000))
         if limits.totalTimeout > 0 { cove_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Self.milliseconds(limits.totalTimeout)) }
+        if let headTimeout { watchHead(h, seconds: headTimeout, me: me) }
         if method == "HEAD" {
             cove_curl_setopt_long(h, CURLOPT_NOBODY, 1)
         } else {
@@ -109,11 +118,12 @@ final class CurlTransfer: @unchecked Sendable {
         }
 
         let code = curl_easy_perform(h)
+        if headTimedOut { return .failure(transportFailure("no response within \(Self.seconds(headTimeout ?? 0)) s", code: 28)) }
         if let abortReason { return .failure(.aborted(abortReason)) }
         guard code == CURLE_OK else {
             var message = String(cString: errorBuffer)
             if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }
-            return .failure(.transport(message, code: Int(code.rawValue)))
+            return .failure(transportFailure(message, code: Int(code.rawValue)))
         }
         guard let head else { return .failure(.transport("no HTTP response", code: -1)) }
         return .success((head, body))

@@ -29,8 +29,14 @@ public final class UpstreamClient: Sendable {
     /// Largest manifest accepted from an upstream, in bytes (distribution's own limit is 4 MiB).
     public static let manifestSizeLimit = 4 * 1024 * 1024
 
-    public init(configuration: UpstreamConfiguration, realmPolicy: RealmPolicy = RealmPolicy(extraHosts: []), logger: Logger) {
+    /// The registry name sent as `?ns=` on every registry API request when the endpoint is a mirror
+    /// (`UpstreamConfiguration.mirror`), else nil.
+    public let namespace: String?
+
+    /// - Parameter registryName: the registry this endpoint serves; sent as `ns=` when the endpoint is a mirror.
+    public init(configuration: UpstreamConfiguration, realmPolicy: RealmPolicy = RealmPolicy(extraHosts: []), registryName: String? = nil, logger: Logger) {
         self.configuration = configuration
+        namespace = configuration.mirror ? registryName : nil
         self.realmPolicy = realmPolicy
         self.logger = logger
     }
@@ -41,9 +47,11 @@ public final class UpstreamClient: Sendable {
     /// - Parameter quick: bound the whole exchange (token included) by the connect timeout, not the request
     ///   timeout. For revalidating a cached tag: a black-holed upstream behind a pooled connection cannot be told
     ///   from a slow one except by the clock, and a cached answer is waiting.
-    public func manifest(_ name: RepositoryName, _ reference: Reference, method: String, quick: Bool = false) async throws(UpstreamError) -> UpstreamResponse {
+    /// - Parameter deadline: the operation's deadline (token, 401 retry and redirects included).
+    public func manifest(_ name: RepositoryName, _ reference: Reference, method: String, quick: Bool = false, deadline: Deadline = .none) async throws(UpstreamError) -> UpstreamResponse {
         var limits = configuration.requestLimits
         if quick { limits.totalTimeout = max(0.1, limits.connectTimeout) }
+        limits.deadline = deadline
         return try await send(method: method, path: "/v2/\(name.value)/manifests/\(reference)", scope: name,
                               headers: MediaType.manifestAccept.map { ("Accept", $0) }, sink: nil,
                               bufferLimit: Self.manifestSizeLimit, limits: limits)
@@ -51,29 +59,33 @@ public final class UpstreamClient: Sendable {
 
     /// GET `/v2/<name>/blobs/<digest>` streaming the body into `sink`, from byte `offset` (a `Range` request
     /// when > 0). Asks for `Accept-Encoding: identity` so the stored bytes are exactly the digested ones.
+    /// - Parameter headDeadline: when the response head (after token, 401 retry and redirects, e.g. from a CDN)
+    ///   must have arrived; the body itself is bounded by the low-speed rule only.
     /// - Returns: the head of the final (2xx) response after redirects.
     /// - Throws: `UpstreamError`.
-    public func blob(_ name: RepositoryName, _ digest: Digest, from offset: Int64 = 0, into sink: BodySink) async throws(UpstreamError) -> ResponseHead {
+    public func blob(_ name: RepositoryName, _ digest: Digest, from offset: Int64 = 0, into sink: BodySink, headDeadline: Deadline = .none) async throws(UpstreamError) -> ResponseHead {
         var headers = [("Accept-Encoding", "identity")]
         if offset > 0 { headers.append(("Range", "bytes=\(offset)-")) }
+        var limits = configuration.blobLimits
+        limits.deadline = headDeadline
         return try await send(method: "GET", path: "/v2/\(name.value)/blobs/\(digest)", scope: name, headers: headers,
-                              sink: sink, bufferLimit: 0, limits: configuration.blobLimits).head
+                              sink: sink, bufferLimit: 0, limits: limits).head
     }
 
     /// HEAD `/v2/<name>/blobs/<digest>`: size and digest without a body.
     /// - Throws: `UpstreamError`.
-    public func blobHead(_ name: RepositoryName, _ digest: Digest) async throws(UpstreamError) -> ResponseHead {
+    public func blobHead(_ name: RepositoryName, _ digest: Digest, deadline: Deadline = .none) async throws(UpstreamError) -> ResponseHead {
         try await send(method: "HEAD", path: "/v2/\(name.value)/blobs/\(digest)", scope: name,
                        headers: [("Accept-Encoding", "identity")], sink: nil, bufferLimit: 0,
-                       limits: configuration.requestLimits).head
+                       limits: configuration.requestLimits(within: deadline)).head
     }
 
     /// GET `/v2/<name>/tags/list` with an already-encoded query (`n`, `last`), body buffered (≤ 4 MiB).
     /// - Throws: `UpstreamError`.
-    public func tags(_ name: RepositoryName, query: String) async throws(UpstreamError) -> UpstreamResponse {
+    public func tags(_ name: RepositoryName, query: String, deadline: Deadline = .none) async throws(UpstreamError) -> UpstreamResponse {
         try await send(method: "GET", path: "/v2/\(name.value)/tags/list" + (query.isEmpty ? "" : "?" + query), scope: name,
                        headers: [("Accept", "application/json")], sink: nil, bufferLimit: Self.manifestSizeLimit,
-                       limits: configuration.requestLimits)
+                       limits: configuration.requestLimits(within: deadline))
     }
 
     /// GET `/v2/` (the API version check), authenticating if challenged.
@@ -91,7 +103,7 @@ public final class UpstreamClient: Sendable {
         var authorization = try await upfrontAuthorization(scope: scope, limits: limits)
         var retried = false
         while true {
-            let response = try await follow(method: method, url: configuration.url + path, headers: headers,
+            let response = try await follow(method: method, url: configuration.url + Self.namespaced(path, namespace), headers: headers,
                                              authorization: authorization, sink: sink, bufferLimit: bufferLimit, limits: limits)
             if response.head.status == 401, !retried {
                 retried = true
@@ -159,7 +171,7 @@ public final class UpstreamClient: Sendable {
         let authorization = configuration.credentials?.basicAuthorization
         let response = try await follow(method: "GET", url: url, headers: [("Accept", "application/json")],
                                         authorization: authorization, sink: nil, bufferLimit: 1024 * 1024,
-                                        limits: limits.totalTimeout > 0 ? limits : configuration.requestLimits)
+                                        limits: limits.totalTimeout > 0 ? limits : configuration.requestLimits(within: limits.deadline))
         guard response.head.isSuccess else {
             throw .auth("token endpoint \(realmParts.origin) answered \(response.head.status)")
         }

@@ -13,9 +13,13 @@ public struct UpstreamConfiguration: Sendable {
     /// accelerator) only serves content by digest, which Cove verifies, so it cannot hand out a stale or
     /// forged tag.
     public var resolveTags: Bool
+    /// Whether this endpoint is itself a mirror serving several registries (another Cove, a registry
+    /// accelerator): every registry API request then carries `?ns=<registry name>` so the mirror routes it to the
+    /// right registry (containerd does the same for the mirrors in `hosts.toml`).
+    public var mirror: Bool
 
-    public init(url: String, credentials: Credentials? = nil, requestLimits: TransferLimits = .init(totalTimeout: 60),
-                blobLimits: TransferLimits = .init(), resolveTags: Bool = true) {
+    public init(url: String, credentials: Credentials? = nil, requestLimits: TransferLimits = .init(connectTimeout: 5, totalTimeout: 10),
+                blobLimits: TransferLimits = .init(connectTimeout: 5), resolveTags: Bool = true, mirror: Bool = false) {
         var url = url
         while url.hasSuffix("/") { url.removeLast() }
         self.url = url
@@ -23,6 +27,14 @@ public struct UpstreamConfiguration: Sendable {
         self.requestLimits = requestLimits
         self.blobLimits = blobLimits
         self.resolveTags = resolveTags
+        self.mirror = mirror
+    }
+
+    /// `requestLimits` under an operation's deadline.
+    func requestLimits(within deadline: Deadline) -> TransferLimits {
+        var l = requestLimits
+        l.deadline = deadline
+        return l
     }
 
     /// True for Docker Hub's registry hosts, where official images live under `library/`.

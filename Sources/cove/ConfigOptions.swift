@@ -65,7 +65,7 @@ struct CheckConfig: ParsableCommand {
         for r in c.registries {
             lines.append("registry \(r.name): library_prefix \(r.libraryPrefix), auth_hosts [\(r.authHosts.joined(separator: ", "))]")
             for e in r.endpoints {
-                lines.append("  endpoint \(e.url): resolve_tags \(e.resolveTags), credentials \(e.credentials.map { "\($0)" } ?? "none (anonymous)")")
+                lines.append("  endpoint \(e.url): resolve_tags \(e.resolveTags), mirror \(e.mirror), credentials \(e.credentials.map { "\($0)" } ?? "none (anonymous)")")
             }
         }
         print(lines.joined(separator: "\n"))

@@ -1,6 +1,7 @@
 import CoveConfig
 import Foundation
 import Testing
+import Upstream
 
 @Suite("Configuration file parsing")
 struct ConfigParsingTests {
@@ -28,6 +29,7 @@ struct ConfigParsingTests {
         #expect(c.cache.maxConcurrentFills == d.cache.maxConcurrentFills)
         #expect(c.network.connectTimeout == d.network.connectTimeout)
         #expect(c.network.cooldown == d.network.cooldown)
+        #expect(c.network.requestTimeout == d.network.requestTimeout)
         // The example's registries section is the documented multi-registry setup.
         let hub = try #require(c.registries.first { $0.name == "docker.io" })
         #expect(hub.endpoints.first?.url == "https://registry-1.docker.io")
@@ -86,6 +88,46 @@ struct ConfigParsingTests {
     @Test func passwordFromEnvironment() throws {
         let c = try CoveConfiguration.parse(yaml: "upstream:\n  username: bob\n  password_env: COVE_PW\n", environment: ["COVE_PW": "pw"])
         #expect(c.registries[0].endpoints[0].credentials?.password == "pw")
+    }
+
+    /// Issue 7: with the defaults, a client gets Cove's own answer within 15 s whatever upstream leg stalls.
+    /// Every leg (token + manifest GET with failover, revalidation HEAD + GET, tag list, blob HEAD, the wait for
+    /// a blob GET's response head with its retries) runs under one deadline of `request_timeout`; a revalidation
+    /// HEAD is bounded by `connect_timeout` inside it. So the bound is `request_timeout` for every endpoint.
+    @Test func defaultTimeoutsAnswerEveryClientWithin15Seconds() throws {
+        let c = try CoveConfiguration.parse(yaml: "")
+        let limit = 15.0
+        #expect(c.network.requestTimeout > 0 && c.network.requestTimeout <= limit)
+        #expect(c.network.connectTimeout <= c.network.requestTimeout)
+        for r in c.effectiveRegistries {
+            for e in r.endpoints {
+                // Small requests: bounded; blob GETs: their response head is bounded by the same operation deadline.
+                #expect(e.requestLimits.totalTimeout > 0 && e.requestLimits.totalTimeout <= limit)
+                #expect(e.requestLimits.connectTimeout <= e.requestLimits.totalTimeout)
+                #expect(e.blobLimits.connectTimeout <= e.requestLimits.totalTimeout)
+            }
+        }
+        // The library defaults (used by tests and embedders) agree with the configuration defaults.
+        let bare = UpstreamConfiguration(url: "https://registry.example")
+        #expect(bare.requestLimits.totalTimeout == c.network.requestTimeout && bare.requestLimits.connectTimeout == c.network.connectTimeout)
+    }
+
+    @Test func mirrorEndpoints() throws {
+        let c = try CoveConfiguration.parse(yaml: """
+        registries:
+          reg-a.test:
+            endpoints:
+              - url: http://regional-cove.example:5000
+                mirror: true
+              - url: https://reg-a.test
+        """)
+        #expect(c.registries[0].endpoints.map(\.mirror) == [true, false])
+        let single = try CoveConfiguration.parse(yaml: "upstream:\n  url: http://upper.example:5000\n  mirror: true\n")
+        #expect(single.registries[0].endpoints[0].mirror)
+        #expect(try CoveConfiguration.parse(yaml: "").registries[0].endpoints[0].mirror == false)
+        #expect(throws: ConfigError.self) {
+            try CoveConfiguration.parse(yaml: "upstream:\n  url: http://upper.example:5000\n  mirror: maybe\n")
+        }
     }
 
     @Test(arguments: [

@@ -5,7 +5,8 @@ import Testing
 import Upstream
 
 /// Several endpoints per registry: the configured order, moving on after connect errors, timeouts, 5xx and
-/// 429, cool-downs, trusted tag resolution, and verification of content from untrusted accelerators.
+/// 429, cool-downs (for endpoint-level faults; see FaultClassificationTests for what is not one), trusted tag
+/// resolution, and verification of content from untrusted accelerators.
 @Suite("Endpoint failover and cool-down", .serialized)
 struct FailoverTests {
     static func cove(_ endpoints: [UpstreamConfiguration], cooldown: Double = 30, configuration: MirrorConfiguration = MirrorConfiguration()) async throws -> InProcessCove {
@@ -108,13 +109,14 @@ struct FailoverTests {
 
         let failed = try await curl("\(cove.url)/v2/x/blobs/\(d1)")
         #expect(failed.status == 503 && failed.errorCode == "UNAVAILABLE")
-        #expect(a.allRequests.count == 1 && b.allRequests.count == 1)
+        // Each endpoint: the blob GET, then a GET /v2/ that fails too (so the 5xx is the endpoint's, not the path's).
+        #expect(a.allRequests.map(\.path) == ["/v2/x/blobs/\(d1)", "/v2/"] && b.allRequests.map(\.path) == ["/v2/x/blobs/\(d1)", "/v2/"])
         a.everyRequest.withLock { $0 = nil }
         b.everyRequest.withLock { $0 = nil }
         // Both cool down for 30 s; a registry must not go dark for that long: a (cooled first) is tried.
         let r = try await curl("\(cove.url)/v2/x/blobs/\(d2)")
         #expect(r.status == 200 && r.body == bytes2)
-        #expect(a.allRequests.count == 2 && b.allRequests.count == 1)
+        #expect(a.allRequests.count == 3 && b.allRequests.count == 2)
     }
 
     @Test func anEndpointThatNeverAnswersTimesOutAndIsSkippedWhileCooling() async throws {

@@ -15,6 +15,8 @@ import Synchronization
 /// - `pullLimit`: Docker Hub's `ratelimit-limit` / `ratelimit-remaining` / `docker-ratelimit-source` headers on
 ///   manifest responses and a 429 `TOOMANYREQUESTS` with `Retry-After` once N manifest GETs were served;
 /// - `everyRequest`: the whole endpoint answers a status (5xx, 429) or hangs;
+/// - `pathStatus`: one exact path answers a status (a 5xx only that path gets);
+/// - like distribution 2.8, a manifest GET/HEAD by the digest of a *blob* it holds answers 500 `UNKNOWN`;
 /// - `.redirectToCDN` blobs: 307 to a CDN port with a signed, single-use URL; the CDN refuses `Authorization`.
 final class FaultUpstream: Sendable {
     enum Fault: Sendable {
@@ -31,6 +33,8 @@ final class FaultUpstream: Sendable {
         case status(Int)
         /// GETs redirect (307) to the CDN server, which refuses requests that carry `Authorization`.
         case redirectToCDN
+        /// (As a CDN fault) accept the request and answer nothing for `seconds`.
+        case hang(seconds: Double)
     }
 
     struct Content: Sendable {
@@ -90,6 +94,10 @@ final class FaultUpstream: Sendable {
     /// When set, every /v2/ request needs this exact `Authorization` value (else 401 with a Basic challenge).
     let requiredAuthorization = Mutex<String?>(nil)
     let everyRequest = Mutex<EveryRequest?>(nil)
+    /// Exact request path → status answered for it (with a registry error body), after `everyRequest`.
+    let pathStatus = Mutex<[String: Int]>([:])
+    /// Exact request path → seconds to hang before answering 503 (a path-specific stall).
+    let pathHang = Mutex<[String: Double]>([:])
     let bearer = Mutex<BearerGate?>(nil)
     let pullLimit = Mutex<PullLimit?>(nil)
     /// CDN signatures handed out in redirects and not used yet (single use, like signed CDN URLs).
@@ -205,6 +213,10 @@ final class FaultUpstream: Sendable {
                 }
                 guard let blob = upstream.blobs.withLock({ $0[digest] }) else { return Response(status: .notFound) }
                 let attempt = upstream.cdnLog.withLock { $0.requests.filter { $0.path == path }.count - 1 }
+                if case .hang(let seconds) = blob.cdnFault {
+                    try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                    return Response(status: .serviceUnavailable)
+                }
                 return serve(blob.bytes, mediaType: blob.mediaType, digest: digest, fault: blob.cdnFault, request: request, attempt: attempt)
             }
             // The repository a /v2/<name>/... path is about (nil for /v2/ itself).
@@ -227,6 +239,13 @@ final class FaultUpstream: Sendable {
                 try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
                 return error(503, "UNAVAILABLE", "endpoint hung")
             case nil: break
+            }
+            if let s = upstream.pathStatus.withLock({ $0[path] }) {
+                return error(s, s == 429 ? "TOOMANYREQUESTS" : "UNAVAILABLE", "path fault")
+            }
+            if let seconds = upstream.pathHang.withLock({ $0[path] }) {
+                try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                return error(503, "UNAVAILABLE", "path hung")
             }
             if let required = upstream.requiredAuthorization.withLock({ $0 }), auth != required {
                 return error(401, "UNAUTHORIZED", "authentication required", extra: [.wwwAuthenticate: "Basic realm=\"fault\""])
@@ -277,7 +296,12 @@ final class FaultUpstream: Sendable {
                         return error(429, "TOOMANYREQUESTS", "You have reached your pull rate limit.", extra: extra)
                     }
                 }
-                guard let m = upstream.manifests.withLock({ $0["\(name):\(reference)"] }) else { return error(404, "MANIFEST_UNKNOWN", "manifest unknown") }
+                guard let m = upstream.manifests.withLock({ $0["\(name):\(reference)"] }) else {
+                    // distribution 2.8 (checked against Debian's docker-registry): a blob's digest asked for as a
+                    // manifest is read as a manifest and fails to parse: 500 UNKNOWN, not 404.
+                    if upstream.blobs.withLock({ $0[reference] }) != nil { return error(500, "UNKNOWN", "unknown error") }
+                    return error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+                }
                 if case .slow(_, let ms) = m.fault { try await Task.sleep(for: .milliseconds(ms)) }
                 var response = serve(m.bytes, mediaType: m.mediaType, digest: Digest.sha256(of: m.bytes).description, fault: .none, request: request, attempt: attempt)
                 response.headers.append(contentsOf: limitHeaders)

@@ -27,6 +27,8 @@ final class TokenRealm: Sendable {
         var privateRepositories: Set<String> = []
         /// When set, every token request answers this status.
         var failWith: Int?
+        /// When set, every token request is accepted and answered only after this many seconds (a stalled realm).
+        var hangSeconds: Double?
     }
 
     struct Issued: Sendable {
@@ -127,6 +129,7 @@ final class TokenRealm: Sendable {
                 $0.append(Request(service: service, scopes: scopes, rawQuery: rawQuery, authorization: authorization, host: realm.host))
             }
             let settings = realm.settings.withLock { $0 }
+            if let seconds = settings.hangSeconds { try await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
             if let status = settings.failWith {
                 return Response(status: .init(code: status), headers: [.contentType: "application/json"],
                                 body: .init(byteBuffer: ByteBuffer(string: #"{"details":"realm failure"}"#)))

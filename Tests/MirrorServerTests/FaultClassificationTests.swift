@@ -1,0 +1,168 @@
+import Foundation
+import Mirror
+import OCI
+import Testing
+import Upstream
+
+/// Request faults are not endpoint faults (issue 7, item 4): only endpoint-level evidence (transport errors,
+/// 429, 5xx on `/v2/` or on several paths) cools an endpoint down for every client; a 5xx for one path or a bad
+/// object only moves that request on.
+@Suite("Fault classification: request faults vs endpoint faults", .serialized)
+struct FaultClassificationTests {
+    static func cove(_ endpoints: [UpstreamConfiguration]) async throws -> InProcessCove {
+        try await InProcessCove(registries: [RegistryConfiguration(name: "registry.test", endpoints: endpoints, cooldown: 30)])
+    }
+
+    /// distribution 2.8 answers 500 for a layer digest asked for as a manifest (a client's mistake): that must
+    /// not take the endpoint away from everyone else.
+    @Test func aFiveHundredForOnePathDoesNotCoolTheEndpointDown() async throws {
+        let a = try await FaultUpstream.start(label: "a"), b = try await FaultUpstream.start(label: "b")
+        defer { a.stop(); b.stop() }
+        let image = a.addImage("team/app", tag: "v1", layers: 2)
+        b.add(image, as: "team/app", tag: "v1")
+        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        defer { cove.stop() }
+        let registry = try #require(cove.registry("registry.test"))
+
+        let wrong = try await curl("\(cove.url)/v2/team/app/manifests/\(image.layerDigests[0])")
+        #expect(wrong.status == 503 && wrong.errorCode == "UNAVAILABLE", "\(wrong.status) \(wrong.text)")
+        #expect(a.count("GET", "/manifests/\(image.layerDigests[0])") == 1 && b.count("GET", "/manifests/\(image.layerDigests[0])") == 1)
+        // Each endpoint was asked whether it is alive at all; it is, so the 500 was about that request.
+        #expect(a.count("GET", "/v2/") >= 1 && a.requests("GET", "/v2/").contains { $0.path == "/v2/" })
+        #expect(registry.endpoints[0].coolingFor() == nil && registry.endpoints[1].coolingFor() == nil)
+
+        // Another client's pull still goes to the first endpoint.
+        let p = try await pull(cove, "team/app", tag: "v1")
+        #expect(p.ok && p.manifest.body == image.manifest)
+        #expect(a.count("GET", "/manifests/v1") == 1 && b.count("GET", "/manifests/v1") == 0)
+        #expect(b.count("GET", "/blobs/") == 0)
+
+        // The same mistake again: the path is known, no second probe, still no cool-down.
+        let probes = a.requests("GET", "/v2/").filter { $0.path == "/v2/" }.count
+        _ = try await curl("\(cove.url)/v2/team/app/manifests/\(image.layerDigests[0])")
+        #expect(a.requests("GET", "/v2/").filter { $0.path == "/v2/" }.count == probes)
+        #expect(registry.endpoints[0].coolingFor() == nil)
+    }
+
+    @Test func aWholeEndpointFiveHundredCoolsItDown() async throws {
+        let a = try await FaultUpstream.start(label: "a"), b = try await FaultUpstream.start(label: "b")
+        defer { a.stop(); b.stop() }
+        let image = b.addImage("team/app", tag: "v1", layers: 2)
+        a.add(image, as: "team/app", tag: "v1")
+        a.everyRequest.withLock { $0 = .status(500, retryAfter: nil) }
+        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        defer { cove.stop() }
+        let registry = try #require(cove.registry("registry.test"))
+
+        let m = try await curl("\(cove.url)/v2/team/app/manifests/v1")
+        #expect(m.status == 200 && m.body == image.manifest)
+        // The 500 on the manifest, then 500 on /v2/ too: the endpoint is sick.
+        #expect(a.allRequests.map(\.path) == ["/v2/team/app/manifests/v1", "/v2/"])
+        let cooling = try #require(registry.endpoints[0].coolingFor())
+        #expect(cooling > 20 && cooling <= 30)
+        #expect(registry.endpoints[0].lastError?.contains("500") == true)
+
+        let before = a.allRequests.count
+        let blob = try await curl("\(cove.url)/v2/team/app/blobs/\(image.layerDigests[0])")
+        #expect(blob.status == 200 && blob.body == image.layers[0])
+        #expect(a.allRequests.count == before)
+    }
+
+    /// `/v2/` answers, but content paths keep failing (e.g. the storage backend is down): after
+    /// `distinctPathsForEndpointFault` distinct paths the endpoint is skipped.
+    @Test func fiveHundredsOnSeveralDistinctPathsCoolTheEndpointDown() async throws {
+        let a = try await FaultUpstream.start(label: "a"), b = try await FaultUpstream.start(label: "b")
+        defer { a.stop(); b.stop() }
+        let image = b.addImage("team/app", tag: "v1", layers: 4)
+        a.add(image, as: "team/app", tag: "v1")
+        let broken = image.layerDigests.prefix(3).map { "/v2/team/app/blobs/\($0)" }
+        a.pathStatus.withLock { for p in broken { $0[p] = 500 } }
+        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        defer { cove.stop() }
+        let registry = try #require(cove.registry("registry.test"))
+
+        for (i, digest) in image.layerDigests.prefix(3).enumerated() {
+            let r = try await curl("\(cove.url)/v2/team/app/blobs/\(digest)")
+            #expect(r.status == 200 && r.body == image.layers[i])
+            // Two failing paths are not enough (a confused client can cause them); the third is.
+            #expect((registry.endpoints[0].coolingFor() != nil) == (i == 2), "after \(i + 1) failing paths")
+        }
+        let before = a.allRequests.count
+        let healthy = try await curl("\(cove.url)/v2/team/app/blobs/\(image.layerDigests[3])")
+        #expect(healthy.status == 200 && healthy.body == image.layers[3])
+        #expect(a.allRequests.count == before, "a cooled endpoint is skipped")
+    }
+
+    /// A mirror serving one manifest with the wrong bytes: that manifest comes from the next endpoint, now
+    /// and (remembered) next time, while the mirror keeps serving other manifests.
+    @Test func aDigestMismatchOnOneManifestDoesNotCoolTheEndpointDown() async throws {
+        let mirror = try await FaultUpstream.start(label: "mirror"), origin = try await FaultUpstream.start(label: "origin")
+        defer { mirror.stop(); origin.stop() }
+        let bad = origin.addImage("team/app", tag: "v1"), good = origin.addImage("team/app", tag: "v2")
+        mirror.add(bad, as: "team/app", tag: "v1")
+        mirror.add(good, as: "team/app", tag: "v2")
+        let tampered = Array(bad.manifest.dropLast()) + Array(" }".utf8)
+        mirror.manifests.withLock { $0["team/app:\(bad.digest)"] = .init(bytes: tampered, mediaType: MediaType.ociManifest, fault: .none) }
+        let cove = try await Self.cove([InProcessCove.endpoint(mirror.url, resolveTags: false), InProcessCove.endpoint(origin.url)])
+        defer { cove.stop() }
+        let registry = try #require(cove.registry("registry.test"))
+
+        let m = try await curl("\(cove.url)/v2/team/app/manifests/\(bad.digest)")
+        #expect(m.status == 200 && m.body == bad.manifest)
+        #expect(mirror.count("GET", "/manifests/\(bad.digest)") == 1 && origin.count("GET", "/manifests/\(bad.digest)") == 1)
+        #expect(registry.endpoints[0].coolingFor() == nil)
+        #expect(registry.endpoints[0].servedBad("team/app@\(bad.digest)"))
+
+        let other = try await curl("\(cove.url)/v2/team/app/manifests/\(good.digest)")
+        #expect(other.status == 200 && other.body == good.manifest)
+        #expect(mirror.count("GET", "/manifests/\(good.digest)") == 1 && origin.count("GET", "/manifests/\(good.digest)") == 0)
+    }
+
+    /// A corrupt blob from an accelerator: the next request for that blob asks the origin first; other blobs
+    /// still come from the accelerator.
+    @Test func aCorruptBlobIsRememberedForThatBlobOnly() async throws {
+        let mirror = try await FaultUpstream.start(label: "mirror"), origin = try await FaultUpstream.start(label: "origin")
+        defer { mirror.stop(); origin.stop() }
+        let image = origin.addImage("team/app", tag: "v1", layers: 2)
+        mirror.add(image, as: "team/app", tag: "v1")
+        mirror.setFault(image.layerDigests[0], .corrupt)
+        let cove = try await Self.cove([InProcessCove.endpoint(mirror.url, resolveTags: false), InProcessCove.endpoint(origin.url)])
+        defer { cove.stop() }
+        let registry = try #require(cove.registry("registry.test"))
+        let bad = image.layerDigests[0]
+
+        let first = try await curl("\(cove.url)/v2/team/app/blobs/\(bad)")
+        // The readers of a fill that fails verification are aborted: never a complete wrong (or right) body.
+        #expect(first.exitCode != 0 || first.status != 200)
+        #expect(await eventually(5) { registry.endpoints[0].servedBad(bad.description) })
+        #expect(registry.endpoints[0].coolingFor() == nil)
+
+        let second = try await curl("\(cove.url)/v2/team/app/blobs/\(bad)")
+        #expect(second.status == 200 && second.exitCode == 0 && second.body == image.layers[0])
+        #expect(mirror.count("GET", "/blobs/\(bad)") == 1 && origin.count("GET", "/blobs/\(bad)") == 1)
+
+        let other = try await curl("\(cove.url)/v2/team/app/blobs/\(image.layerDigests[1])")
+        #expect(other.status == 200 && other.body == image.layers[1])
+        #expect(mirror.count("GET", "/blobs/\(image.layerDigests[1])") == 1 && origin.count("GET", "/blobs/\(image.layerDigests[1])") == 0)
+    }
+
+    @Test func tooManyRequestsCoolsTheEndpointDown() async throws {
+        let a = try await FaultUpstream.start(label: "a"), b = try await FaultUpstream.start(label: "b")
+        defer { a.stop(); b.stop() }
+        let image = b.addImage("team/app", tag: "v1")
+        a.add(image, as: "team/app", tag: "v1")
+        a.everyRequest.withLock { $0 = .status(429, retryAfter: "20") }
+        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        defer { cove.stop() }
+        let registry = try #require(cove.registry("registry.test"))
+
+        let m = try await curl("\(cove.url)/v2/team/app/manifests/v1")
+        #expect(m.status == 200 && m.body == image.manifest)
+        // No /v2/ probe for a 429: it is endpoint-level evidence by itself.
+        #expect(a.allRequests.map(\.path) == ["/v2/team/app/manifests/v1"])
+        let cooling = try #require(registry.endpoints[0].coolingFor())
+        #expect(cooling > 15 && cooling <= 20)
+        let blob = try await curl("\(cove.url)/v2/team/app/blobs/\(image.layerDigests[0])")
+        #expect(blob.status == 200 && a.allRequests.count == 1)
+    }
+}
