@@ -3,6 +3,9 @@ import GRDB
 
 /// The SQLite index of what the cache holds (GRDB `DatabasePool`, WAL mode): blobs, manifests and tags.
 ///
+/// Queries are written as SQL rather than GRDB's key-based helpers: those introspect the schema and stop the
+/// process (`fatalError`) when a table is missing or altered, and a damaged index must be an error, not a crash.
+///
 /// The index never claims content the disk lacks for long: callers that find a row but no file call
 /// `forgetBlob` and treat it as a miss.
 public final class CacheIndex: Sendable {
@@ -22,13 +25,14 @@ public final class CacheIndex: Sendable {
 
     /// The blob row for `digest`, if any.
     public func blob(_ digest: String) throws -> BlobRecord? {
-        try pool.read { db in try BlobRecord.fetchOne(db, key: digest) }
+        try pool.read { db in try BlobRecord.fetchOne(db, sql: "SELECT * FROM blob WHERE digest = ?", arguments: [digest]) }
     }
 
     /// The manifest row and its blob row for `digest`, if both exist.
     public func manifest(_ digest: String) throws -> (ManifestRecord, BlobRecord)? {
         try pool.read { db in
-            guard let m = try ManifestRecord.fetchOne(db, key: digest), let b = try BlobRecord.fetchOne(db, key: digest) else { return nil }
+            guard let m = try ManifestRecord.fetchOne(db, sql: "SELECT * FROM manifest WHERE digest = ?", arguments: [digest]),
+                  let b = try BlobRecord.fetchOne(db, sql: "SELECT * FROM blob WHERE digest = ?", arguments: [digest]) else { return nil }
             return (m, b)
         }
     }
@@ -54,7 +58,8 @@ public final class CacheIndex: Sendable {
     /// The tag row for `registry`/`repository`:`tag`, if any.
     public func tag(registry: String, repository: String, tag: String) throws -> TagRecord? {
         try pool.read { db in
-            try TagRecord.fetchOne(db, key: ["registry": registry, "repository": repository, "tag": tag])
+            try TagRecord.fetchOne(db, sql: "SELECT * FROM tag WHERE registry = ? AND repository = ? AND tag = ?",
+                                   arguments: [registry, repository, tag])
         }
     }
 
@@ -68,7 +73,13 @@ public final class CacheIndex: Sendable {
 
     /// Inserts or replaces a tag mapping.
     public func upsertTag(_ record: TagRecord) throws {
-        try pool.write { db in try record.upsert(db) }
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO tag (registry, repository, tag, digest, fetchedAt, checkedAt) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (registry, repository, tag) DO UPDATE SET digest = excluded.digest, fetchedAt = excluded.fetchedAt,
+                checkedAt = excluded.checkedAt
+                """, arguments: [record.registry, record.repository, record.tag, record.digest, record.fetchedAt, record.checkedAt])
+        }
     }
 
     /// Marks a tag as confirmed by the upstream at `now` without changing its digest.
@@ -92,7 +103,8 @@ public final class CacheIndex: Sendable {
     /// The cached referrers list for a request, if any.
     public func referrers(registry: String, repository: String, subject: String, query: String) throws -> ReferrersRecord? {
         try pool.read { db in
-            try ReferrersRecord.fetchOne(db, key: ["registry": registry, "repository": repository, "subject": subject, "query": query])
+            try ReferrersRecord.fetchOne(db, sql: "SELECT * FROM referrers WHERE registry = ? AND repository = ? AND subject = ? AND query = ?",
+                                         arguments: [registry, repository, subject, query])
         }
     }
 
@@ -101,12 +113,19 @@ public final class CacheIndex: Sendable {
         try pool.write { db in
             try BlobRecord(digest: record.digest, size: size, mediaType: "application/vnd.oci.image.index.v1+json", createdAt: now, lastAccessAt: now)
                 .insert(db, onConflict: .ignore)
-            try record.upsert(db)
+            try db.execute(sql: """
+                INSERT INTO referrers (registry, repository, subject, query, digest, nextQuery, filtersApplied, fetchedAt, checkedAt)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (registry, repository, subject, query) DO UPDATE SET digest = excluded.digest,
+                nextQuery = excluded.nextQuery, filtersApplied = excluded.filtersApplied, fetchedAt = excluded.fetchedAt,
+                checkedAt = excluded.checkedAt
+                """, arguments: [record.registry, record.repository, record.subject, record.query, record.digest, record.nextQuery,
+                                 record.filtersApplied, record.fetchedAt, record.checkedAt])
         }
     }
 
     /// Removes the rows for `digest` (its file is gone or corrupt).
     public func forgetBlob(_ digest: String) throws {
-        _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest) }
+        try pool.write { db in try db.execute(sql: "DELETE FROM blob WHERE digest = ?", arguments: [digest]) }
     }
 }

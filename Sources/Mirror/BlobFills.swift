@@ -42,7 +42,7 @@ actor BlobFills {
     /// - Throws: `BlobStoreError.io` when the temp file cannot be created.
     func attach(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) throws -> BlobFill? {
         if let fill = active[digest] { return fill }
-        if store.contains(digest), (try? index.blob(digest.description)) != nil { return nil }
+        if store.contains(digest), (try index.blob(digest.description)) != nil { return nil }
         let fill = try BlobFill(store: store, digest: digest)
         active[digest] = fill
         Task.detached { [self] in

@@ -96,7 +96,7 @@ public final class Mirror: Sendable {
                 return try await fetchManifest(registry, upstreamName, reference, expected: digest)
             }
         case .tag(let tag):
-            if let record = try? index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value),
+            if let record = try indexRead({ try index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value) }),
                let digest = try? Digest(record.digest), let cached = try cachedManifest(digest),
                configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
                 return cached
@@ -105,6 +105,17 @@ public final class Mirror: Sendable {
             return try await flight("\(registry.name)/\(upstreamName):\(tag)") { [self] () throws(DistributionError) in
                 try await resolveTag(registry, upstreamName, tag)
             }
+        }
+    }
+
+    /// Runs an index read. A failing read is not a miss: treating it as one would send the request upstream
+    /// (or answer 404 offline) for content the cache holds, so it becomes 503 `UNAVAILABLE` and a log line.
+    func indexRead<T>(_ read: () throws -> T) throws(DistributionError) -> T {
+        do {
+            return try read()
+        } catch {
+            logger.error("cache index read failed", metadata: ["error": "\(error)"])
+            throw DistributionError(.unavailable, "the cache index cannot be read right now; try again later")
         }
     }
 
@@ -125,7 +136,7 @@ public final class Mirror: Sendable {
 
     /// Revalidates (or first resolves) a tag: HEAD upstream, GET only when the digest is new.
     private func resolveTag(_ registry: RegistryClient, _ name: RepositoryName, _ tag: Tag) async throws(DistributionError) -> ServedManifest {
-        let record = try? index.tag(registry: registry.name, repository: name.value, tag: tag.value)
+        let record = try indexRead { try index.tag(registry: registry.name, repository: name.value, tag: tag.value) }
         var cached: ServedManifest?
         if let record, let digest = try? Digest(record.digest) { cached = try cachedManifest(digest) }
         guard let cached else { return try await fetchManifest(registry, name, .tag(tag), expected: nil) }
@@ -232,7 +243,7 @@ public final class Mirror: Sendable {
     /// - Throws: `UNAVAILABLE` (503) when the file is there but cannot be read now (e.g. out of descriptors):
     ///   the content is kept.
     private func cachedManifest(_ digest: Digest) throws(DistributionError) -> ServedManifest? {
-        guard let (record, blobRecord) = try? index.manifest(digest.description) else { return nil }
+        guard let (record, blobRecord) = try indexRead({ try index.manifest(digest.description) }) else { return nil }
         switch store.read(digest) {
         case .failure(.missing):
             logger.warning("index row without a file; forgetting it", metadata: ["digest": "\(digest)"])
@@ -273,7 +284,7 @@ public final class Mirror: Sendable {
         } catch let e as DistributionError {
             throw e
         } catch {
-            throw DistributionError(.unknown, "cannot start fill: \(error)")
+            throw DistributionError(.unavailable, "cannot start fill: \(error)")
         }
         do {
             let size = try await fill.waitForSize()
@@ -317,7 +328,7 @@ public final class Mirror: Sendable {
     /// same-size corruption is caught by clients' digest checks.
     /// - Throws: `UNAVAILABLE` (503) when the file exists but cannot be opened now; the content is kept.
     private func cachedBlob(_ digest: Digest) throws(DistributionError) -> ServedBlob? {
-        guard let record = try? index.blob(digest.description) else { return nil }
+        guard let record = try indexRead({ try index.blob(digest.description) }) else { return nil }
         switch store.open(digest) {
         case .failure(.io(let why)):
             throw DistributionError(.unavailable, "cannot open cached blob \(digest): \(why)")

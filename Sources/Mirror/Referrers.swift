@@ -87,12 +87,7 @@ extension Mirror {
 
     /// The cached list for `key` and its row; nil when there is none or its body is gone (forgotten then).
     private func cachedReferrers(_ key: ReferrersRecord, name: RepositoryName) throws(DistributionError) -> (ReferrersRecord, ServedReferrers)? {
-        let row: ReferrersRecord?
-        do {
-            row = try index.referrers(registry: key.registry, repository: key.repository, subject: key.subject, query: key.query)
-        } catch {
-            throw DistributionError(.unavailable, "cannot read the cache index: \(error)")
-        }
+        let row = try indexRead { try index.referrers(registry: key.registry, repository: key.repository, subject: key.subject, query: key.query) }
         guard let row, let digest = try? Digest(row.digest) else { return nil }
         guard case .success(let body) = store.read(digest), Digest.sha256(of: body) == digest else { return nil }
         let link = row.nextQuery.map { PageLink.next(name: name, path: "referrers/\(key.subject)", query: $0) }

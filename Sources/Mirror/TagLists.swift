@@ -73,12 +73,7 @@ extension Mirror {
             if kv[0] == "n" { n = Int(kv[1]) }
             if kv[0] == "last" { last = kv[1].removingPercentEncoding }
         }
-        var tags: [String]
-        do {
-            tags = try index.tags(registry: registry.name, repository: upstreamName.value).sorted()
-        } catch {
-            throw DistributionError(.unavailable, "cannot read the cache index: \(error)")
-        }
+        var tags = try indexRead { try index.tags(registry: registry.name, repository: upstreamName.value).sorted() }
         guard !tags.isEmpty else { throw DistributionError(.nameUnknown, "repository \(name) is not cached and this mirror is offline") }
         if let last { tags = tags.filter { $0 > last } }
         var link: String?
