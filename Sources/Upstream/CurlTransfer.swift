@@ -44,6 +44,8 @@ final class CurlTransfer: @unchecked Sendable {
     private(set) var body: [UInt8] = []
     private var toSink = false
     private(set) var abortReason: String?
+    /// The address rules for this transfer (set before `run()`); nil connects anywhere.
+    var addressGate: AddressGate?
 
     init(method: String, url: String, headers: [String], sink: BodySink?, successBufferLimit: Int, limits: TransferLimits) {
         self.method = method
@@ -96,6 +98,10 @@ final class CurlTransfer: @unchecked Sendable {
         } else {
             cove_curl_setopt_long(h, CURLOPT_HTTPGET, 1)
         }
+        if let addressGate {
+            guard addressGate.allowsStart() else { return .failure(addressGate.error!) }
+            Self.install(addressGate, on: h)
+        }
         cove_curl_setopt_ptr(h, CURLOPT_HTTPHEADER, list)
         cove_curl_setopt_ptr(h, CURLOPT_HEADERDATA, me)
         cove_curl_setopt_header(h) { ptr, size, n, user in
@@ -109,6 +115,7 @@ final class CurlTransfer: @unchecked Sendable {
         }
 
         let code = curl_easy_perform(h)
+        if code != CURLE_OK, let refused = addressGate?.error { return .failure(refused) }
         if let abortReason { return .failure(.aborted(abortReason)) }
         guard code == CURLE_OK else {
             var message = String(cString: errorBuffer)

@@ -127,7 +127,8 @@ public final class RegistryClient: Sendable {
             if head.status >= 500 { return .coolDown(seconds: configuration.cooldown, rateLimited: false) }
             return .next
         case .invalidContent: return .coolDown(seconds: configuration.cooldown, rateLimited: false)
-        case .auth, .redirect: return .next
+        // A refused address is the same answer next time and sent nothing, so a cool-down would protect nothing.
+        case .auth, .redirect, .refusedAddress: return .next
         case .aborted: return .stop
         }
     }

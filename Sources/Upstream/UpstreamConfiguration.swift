@@ -12,6 +12,9 @@ public struct UpstreamConfiguration: Sendable {
     /// accelerator) only serves content by digest, which Cove verifies, so it cannot hand out a stale or
     /// forged tag.
     public var resolveTags: Bool
+    /// Which addresses this endpoint's requests may connect to (SSRF rules; `.configured` unless the
+    /// registry was named by a client under `allow_any_registry`).
+    public var addressPolicy = AddressPolicy.configured
 
     public init(url: String, credentials: Credentials? = nil, requestLimits: TransferLimits = .init(totalTimeout: 60),
                 blobLimits: TransferLimits = .init(), resolveTags: Bool = true) {
