@@ -114,8 +114,9 @@ struct SSRFTests {
         e.addressPolicy = AddressPolicy(scope: .publicOnly)
         let client = RegistryClient(configuration: RegistryConfiguration(name: "localhost:\(open.port)", endpoints: [e]),
                                     logger: .init(label: "test"))
+        let name = try RepositoryName("org/app"), reference = try Reference("v1")
         do {
-            _ = try await client.manifest(try RepositoryName("org/app"), try Reference("v1"), method: "GET")
+            _ = try await client.manifest(name, reference, method: "GET")
             Issue.record("the request was not refused")
         } catch {
             guard case .refusedAddress(let why) = error else { Issue.record("unexpected \(error)"); return }
