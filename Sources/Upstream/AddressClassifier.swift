@@ -67,6 +67,7 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Dotted quad, or RFC 5952 text for IPv6 (`inet_ntop`).
     public var description: String {
         switch self {
         case .v4(let a): return "\(a >> 24).\(a >> 16 & 255).\(a >> 8 & 255).\(a & 255)"
@@ -74,7 +75,8 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
             var a6 = in6_addr()
             withUnsafeMutableBytes(of: &a6) { $0.copyBytes(from: b) }
             var out = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-            return inet_ntop(AF_INET6, &a6, &out, socklen_t(out.count)) != nil ? String(cString: out) : "?"
+            guard inet_ntop(AF_INET6, &a6, &out, socklen_t(out.count)) != nil else { return "?" }
+            return String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
     }
 

@@ -11,6 +11,7 @@
 public struct AddressPolicy: Sendable, Equatable {
     /// Configured endpoints (`configured`) or registries named by clients (`publicOnly`).
     public enum Scope: Sendable, Equatable { case configured, publicOnly }
+    /// The rule set applied; `UpstreamRouter` sets `.publicOnly` on the registries it creates.
     public var scope: Scope
 
     /// Tests only: the class assumed for the endpoint instead of the one learned from its connections (a

@@ -13,14 +13,16 @@ struct ProxyEnvironment: Sendable {
 
     init(_ variables: [String: String] = ProcessInfo.processInfo.environment) { self.variables = variables }
 
+    /// The first of `names` that is set, even to "" (libcurl's `curl_getenv` order: a set but empty
+    /// lower-case variable hides the upper-case one).
     private func value(_ names: String...) -> String? {
-        names.lazy.compactMap { self.variables[$0] }.first { !$0.isEmpty }
+        names.lazy.compactMap { self.variables[$0] }.first
     }
 
-    /// The proxy for `url`, or nil for a direct connection.
+    /// The proxy for `url`, or nil for a direct connection (an empty proxy variable means none).
     func proxy(for url: URLParts) -> String? {
         let proxy = (url.scheme == "https" ? value("https_proxy", "HTTPS_PROXY") : value("http_proxy")) ?? value("all_proxy", "ALL_PROXY")
-        guard let proxy else { return nil }
+        guard let proxy, !proxy.isEmpty else { return nil }
         let noProxy = value("no_proxy", "NO_PROXY") ?? ""
         return Self.excluded(host: url.host, by: noProxy) ? nil : proxy
     }

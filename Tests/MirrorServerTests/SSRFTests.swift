@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Mirror
 import OCI
 import Testing
@@ -102,6 +103,34 @@ struct SSRFTests {
         try await Task.sleep(for: .milliseconds(100))
         #expect(open.accepted == 0)
         #expect(local.allRequests.isEmpty && hub.allRequests.isEmpty)
+    }
+
+    /// The name check alone (no request is made: `registry(named:)` only picks or creates a client), so
+    /// non-loopback addresses can be named without any packet being sent.
+    @Test func theRouterRefusesNonPublicLiteralsForAdHocRegistries() throws {
+        let logs = LogCapture()
+        let logger = Logger(label: "router") { _ in logs.handler(label: "router") }
+        let router = UpstreamRouter(registries: [RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint("https://registry-1.docker.io")])],
+                                    defaultName: "docker.io", allowAnyRegistry: true, logger: logger)
+        let refused = ["10.0.0.5", "10.0.0.5:5000", "172.16.3.4:443", "192.168.1.1", "169.254.169.254", "169.254.169.254:80",
+                       "100.64.0.1", "0.0.0.0:5000", "127.0.0.1", "localhost", "LOCALHOST:5000", "0xa9.254.169.254", "2852039166:80"]
+        for name in refused {
+            do {
+                _ = try router.registry(named: name)
+                Issue.record("\(name) was not refused")
+            } catch {
+                #expect(error.code == .denied && error.status == 403, "\(name): \(error)")
+                #expect(error.message.contains(name.lowercased()), "\(error.message)")
+            }
+            #expect(logs.all.contains { $0.level >= .notice && $0.metadata["registry"] == name.lowercased() }, "no log names \(name)")
+        }
+        for name in ["quay.io", "8.8.8.8:5000", "registry.example.com:5000"] {
+            let r = try router.registry(named: name)
+            #expect(r.endpoints.map(\.client.configuration.url) == ["https://\(name)"])
+            #expect(r.endpoints[0].client.configuration.addressPolicy.scope == .publicOnly)
+        }
+        // Configured registries keep the configured rules.
+        #expect(try router.registry(named: "docker.io").endpoints[0].client.configuration.addressPolicy == .configured)
     }
 
     /// The backstop behind the name check: an ad-hoc registry whose name resolves to loopback is refused when

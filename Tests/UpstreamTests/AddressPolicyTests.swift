@@ -96,7 +96,10 @@ struct AddressPolicyTests {
         #expect(ProxyEnvironment(["HTTP_PROXY": "http://p:3128"]).proxy(for: http) == nil)
         #expect(ProxyEnvironment(["http_proxy": "http://p:3128"]).proxy(for: http) == "http://p:3128")
         #expect(ProxyEnvironment(["ALL_PROXY": "socks5://p:1080"]).proxy(for: http) == "socks5://p:1080")
-        #expect(ProxyEnvironment(["https_proxy": "", "all_proxy": "http://q:1"]).proxy(for: https) == "http://q:1")
+        #expect(ProxyEnvironment(["all_proxy": "http://q:1"]).proxy(for: https) == "http://q:1")
+        // Set but empty: no proxy, and no fallback to the next variable (libcurl's reading).
+        #expect(ProxyEnvironment(["https_proxy": "", "HTTPS_PROXY": "http://b:2", "all_proxy": "http://q:1"]).proxy(for: https) == nil)
+        #expect(ProxyEnvironment(["HTTPS_PROXY": "http://p:1", "no_proxy": "", "NO_PROXY": "registry.example.com"]).proxy(for: https) != nil)
         #expect(ProxyEnvironment([:]).proxy(for: https) == nil)
         for noProxy in ["example.com", ".example.com", "registry.example.com", "other.org, example.com", "*"] {
             #expect(ProxyEnvironment(["HTTPS_PROXY": "http://p:1", "NO_PROXY": noProxy]).proxy(for: https) == nil, "\(noProxy)")
