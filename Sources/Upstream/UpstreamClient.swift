@@ -175,7 +175,8 @@ public final class UpstreamClient: Sendable {
 
     /// Runs a request, following up to 5 redirects. `Authorization` is sent only while the URL stays on the
     /// origin it was meant for; once a redirect leaves it (e.g. Docker Hub → CDN), it is never sent again.
-    /// Redirect targets are used once and never cached (they are signed and short-lived).
+    /// Redirect targets are used once and never cached (they are signed and short-lived). Every hop obeys the
+    /// address rules (`AddressPolicy`); a refused one throws `.refusedAddress`.
     func follow(method: String, url start: String, headers: [(String, String)], authorization: String?, sink: BodySink?,
                 bufferLimit: Int, limits: TransferLimits) async throws(UpstreamError) -> UpstreamResponse {
         guard let origin = URLParts(start) else { throw .redirect("not an http(s) URL: \(start)") }
