@@ -8,6 +8,7 @@ extension DistributionError {
     /// - 404 keeps the upstream's error code when it is a spec code, else `notFound`.
     /// - 401/403 become 403 `DENIED`: Cove's own client is not the one who must authenticate.
     /// - 429 stays 429 `TOOMANYREQUESTS`, with the upstream's `Retry-After`.
+    /// - A connection refused by the address rules (SSRF) becomes 502 `UNAVAILABLE` naming the host.
     /// - Other failures (5xx, connection errors, auth flow errors) become 503 `UNAVAILABLE`.
     static func from(_ error: UpstreamError, notFound: DistributionErrorCode, subject: String) -> DistributionError {
         switch error {
@@ -28,6 +29,8 @@ extension DistributionError {
             default:
                 return DistributionError(.unavailable, "upstream answered \(head.status) for \(subject)")
             }
+        case .refusedAddress(let why):
+            return DistributionError(.unavailable, "\(subject): upstream address refused: \(why)", status: 502)
         case .invalidContent(let why):
             return DistributionError(.unavailable, "\(subject): no upstream endpoint sent a valid answer (\(why))", status: 502)
         default:

@@ -52,8 +52,8 @@ public final class UpstreamRouter: Sendable {
     }
 
     /// The registry for `name` (nil: the default registry). Docker Hub's aliases all mean `docker.io`.
-    /// - Throws: `DENIED` (403) for a registry that is not configured while `allowAnyRegistry` is off,
-    ///   `NAME_INVALID` for a malformed host.
+    /// - Throws: `DENIED` (403) for a registry that is not configured while `allowAnyRegistry` is off, or
+    ///   that is named by a non-public IP literal or `localhost` (SSRF rules), `NAME_INVALID` for a malformed host.
     public func registry(named name: String?) throws(DistributionError) -> RegistryClient {
         guard let name = name.map(DockerHub.canonicalRegistryName), !name.isEmpty else { return defaultRegistry }
         if let r = configured[name] { return r }
@@ -62,10 +62,12 @@ public final class UpstreamRouter: Sendable {
             logger.notice("refused request for a registry that is not configured", metadata: ["registry": "\(name)"])
             throw DistributionError(.denied, "registry \(name) is not configured on this mirror")
         }
+        try refuseNonPublicAdHoc(name)
         return adHoc.withLock { map in
             if let r = map[name] { return r }
             var endpoint = adHocTemplate
             endpoint.url = "https://" + name
+            endpoint.addressPolicy.scope = .publicOnly
             let r = RegistryClient(configuration: RegistryConfiguration(name: name, endpoints: [endpoint]), logger: logger)
             map[name] = r
             return r

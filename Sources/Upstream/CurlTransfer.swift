@@ -50,6 +50,8 @@ final class CurlTransfer: @unchecked Sendable {
     /// When the response head must have arrived (blob GETs under a deadline), checked by the progress callback.
     var headBy: ContinuousClock.Instant?
     var headTimedOut = false
+    /// The address rules for this transfer (set before `run()`); nil connects anywhere.
+    var addressGate: AddressGate?
 
     init(method: String, url: String, headers: [String], sink: BodySink?, successBufferLimit: Int, limits: TransferLimits) {
         self.method = method
@@ -105,6 +107,10 @@ final class CurlTransfer: @unchecked Sendable {
         } else {
             cove_curl_setopt_long(h, CURLOPT_HTTPGET, 1)
         }
+        if let addressGate {
+            guard addressGate.allowsStart() else { return .failure(addressGate.error!) }
+            Self.install(addressGate, on: h)
+        }
         cove_curl_setopt_ptr(h, CURLOPT_HTTPHEADER, list)
         cove_curl_setopt_ptr(h, CURLOPT_HEADERDATA, me)
         cove_curl_setopt_header(h) { ptr, size, n, user in
@@ -118,6 +124,7 @@ final class CurlTransfer: @unchecked Sendable {
         }
 
         let code = curl_easy_perform(h)
+        if code != CURLE_OK, let refused = addressGate?.error { return .failure(refused) }
         if headTimedOut { return .failure(transportFailure("no response within \(Self.seconds(headTimeout ?? 0)) s", code: 28)) }
         if let abortReason { return .failure(.aborted(abortReason)) }
         guard code == CURLE_OK else {
@@ -125,7 +132,7 @@ final class CurlTransfer: @unchecked Sendable {
             if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }
             return .failure(transportFailure(message, code: Int(code.rawValue)))
         }
-        guard let head else { return .failure(.transport("no HTTP response", code: -1)) }
+        guard let head else { return .failure(transportFailure("no HTTP response", code: -1)) }
         return .success((head, body))
     }
 

@@ -47,7 +47,8 @@ enum FaultScope: Equatable {
             if head.status >= 500 { return path == "/v2/" ? .endpoint(seconds: cooldown, rateLimited: false) : .path }
             return .request
         case .invalidContent: return .object
-        case .auth, .redirect: return .request
+        // A refused address is the same answer next time and sent nothing, so a cool-down would protect nothing.
+        case .auth, .redirect, .refusedAddress: return .request
         case .aborted: return .stop
         }
     }

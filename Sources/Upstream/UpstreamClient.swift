@@ -22,6 +22,8 @@ public final class UpstreamClient: Sendable {
     /// Which hosts may serve token realms for this endpoint.
     public let realmPolicy: RealmPolicy
     private let lastRateLimit = Mutex<RateLimitStatus?>(nil)
+    /// The class of the address this endpoint's own connections used last (see `AddressPolicy`).
+    let endpointAddressClass = Mutex<AddressClass?>(nil)
 
     /// The rate-limit headers this endpoint sent most recently, if it ever sent any.
     public var rateLimit: RateLimitStatus? { lastRateLimit.withLock { $0 } }
@@ -185,7 +187,8 @@ public final class UpstreamClient: Sendable {
 
     /// Runs a request, following up to 5 redirects. `Authorization` is sent only while the URL stays on the
     /// origin it was meant for; once a redirect leaves it (e.g. Docker Hub → CDN), it is never sent again.
-    /// Redirect targets are used once and never cached (they are signed and short-lived).
+    /// Redirect targets are used once and never cached (they are signed and short-lived). Every hop obeys the
+    /// address rules (`AddressPolicy`); a refused one throws `.refusedAddress`.
     func follow(method: String, url start: String, headers: [(String, String)], authorization: String?, sink: BodySink?,
                 bufferLimit: Int, limits: TransferLimits) async throws(UpstreamError) -> UpstreamResponse {
         guard let origin = URLParts(start) else { throw .redirect("not an http(s) URL: \(start)") }
@@ -196,7 +199,8 @@ public final class UpstreamClient: Sendable {
             if sendAuthorization, let authorization { lines.append("Authorization: \(authorization)") }
             let transfer = CurlTransfer(method: method, url: url, headers: lines, sink: sink,
                                         successBufferLimit: bufferLimit, limits: limits)
-            let (head, body) = try await transfer.run()
+            transfer.addressGate = addressGate(for: url)
+            let (head, body) = try await runGated(transfer, asked: start)
             if let status = RateLimitStatus(head) { lastRateLimit.withLock { $0 = status } }
             if [301, 302, 303, 307, 308].contains(head.status), let location = head["Location"] {
                 guard let next = URLParts.resolve(location, against: url), let nextParts = URLParts(next) else {

@@ -17,6 +17,9 @@ public struct UpstreamConfiguration: Sendable {
     /// accelerator): every registry API request then carries `?ns=<registry name>` so the mirror routes it to the
     /// right registry (containerd does the same for the mirrors in `hosts.toml`).
     public var mirror: Bool
+    /// Which addresses this endpoint's requests may connect to (SSRF rules; `.configured` unless the
+    /// registry was named by a client under `allow_any_registry`).
+    public var addressPolicy = AddressPolicy.configured
 
     public init(url: String, credentials: Credentials? = nil, requestLimits: TransferLimits = .init(connectTimeout: 5, totalTimeout: 10),
                 blobLimits: TransferLimits = .init(connectTimeout: 5), resolveTags: Bool = true, mirror: Bool = false) {

@@ -11,6 +11,8 @@ public enum UpstreamError: Error, Sendable, CustomStringConvertible {
     case aborted(String)
     /// Too many redirects or a redirect to an unusable URL.
     case redirect(String)
+    /// A connection was refused by the address rules (`AddressPolicy`): which host, its address, and why.
+    case refusedAddress(String)
     /// The endpoint answered, but its content failed verification (wrong digest or size).
     case invalidContent(String)
 
@@ -24,6 +26,7 @@ public enum UpstreamError: Error, Sendable, CustomStringConvertible {
         case .auth(let m): "upstream authentication failed: \(m)"
         case .aborted(let m): "transfer aborted: \(m)"
         case .redirect(let m): "upstream redirect refused: \(m)"
+        case .refusedAddress(let m): "upstream address refused: \(m)"
         case .invalidContent(let m): "upstream content failed verification: \(m)"
         }
     }

@@ -64,6 +64,8 @@ struct CacheIntegrityTests {
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
         #expect(try await curl("\(cove.url)/v2/a/blobs/\(digest)").body == bytes)
+        // Readers are released at verification, before fsync and rename: wait for the commit.
+        #expect(await eventually { cove.isCached(digest.description) })
         try Data(bytes.prefix(1000)).write(to: URL(fileURLWithPath: path(cove, digest)))
         let head = try await curl("\(cove.url)/v2/a/blobs/\(digest)", method: "HEAD")
         #expect(head.headers["content-length"] == "300000")
@@ -81,6 +83,7 @@ struct CacheIntegrityTests {
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
         #expect(try await curl("\(cove.url)/v2/a/blobs/\(digest)").body == bytes)
+        #expect(await eventually { cove.isCached(digest.description) })
         // A symlink loop makes open(2) fail with ELOOP: the file "is there" but cannot be opened, like EMFILE.
         let file = path(cove, digest)
         try FileManager.default.moveItem(atPath: file, toPath: file + ".saved")

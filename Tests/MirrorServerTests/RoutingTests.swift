@@ -173,7 +173,14 @@ struct RoutingTests {
         // but the attempt shows Cove did not refuse the request.
         let other = try SwitchableEndpoint(.forward(ghcr.port))
         defer { other.stop() }
-        let cove = try await Self.twoRegistries(hub, ghcr, allowAny: true)
+        // Loopback stands in for the internet here: ad-hoc registries may only reach public addresses
+        // (SSRFTests checks the refusal).
+        var template = InProcessCove.endpoint("https://localhost")
+        template.addressPolicy = AddressPolicy(treatedAsPublic: [.loopback])
+        let cove = try await InProcessCove(registries: [
+            RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint(hub.url)]),
+            RegistryConfiguration(name: "ghcr.io", endpoints: [InProcessCove.endpoint(ghcr.url)]),
+        ], allowAnyRegistry: true, adHocTemplate: template)
         defer { cove.stop() }
         let host = "127.0.0.1:\(other.port)"
         let r = try await curl("\(cove.url)/v2/\(host)/org/app/manifests/v1")
@@ -183,6 +190,7 @@ struct RoutingTests {
         let registry = try #require(cove.registry(host))
         #expect(registry.endpoints.map(\.client.configuration.url) == ["https://\(host)"])
         #expect(registry.name == host)
+        #expect(registry.endpoints[0].client.configuration.addressPolicy.scope == .publicOnly)
         // Configured registries still route as before.
         #expect(cove.registry("ghcr.io")?.endpoints.first?.client.configuration.url == ghcr.url)
         #expect(hub.allRequests.isEmpty)
