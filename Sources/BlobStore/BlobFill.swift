@@ -31,6 +31,7 @@ public final class BlobFill: Sendable {
     }
 
     struct Waiter {
+        let id: UInt64
         let threshold: Int64
         let continuation: CheckedContinuation<Int64, any Error>
     }
@@ -41,6 +42,7 @@ public final class BlobFill: Sendable {
         var headKnown = false
         var phase: Phase = .filling
         var waiters: [Waiter] = []
+        var nextWaiterID: UInt64 = 0
         var headWaiters: [CheckedContinuation<Int64?, any Error>] = []
 
         /// Bytes a reader may send: everything once verified, all but the last byte before.
@@ -92,17 +94,39 @@ public final class BlobFill: Sendable {
     /// Waits until at least `threshold` bytes may be sent (or the fill ends).
     /// - Returns: the number of bytes readers may send now (may exceed `threshold`; once verified, the whole size).
     /// - Throws: the fill's `DistributionError` when it fails.
-    public func waitForBytes(atLeast threshold: Int64) async throws -> Int64 {
-        try await withCheckedThrowingContinuation { c in
-            let resume: Result<Int64, any Error>? = state.withLock { s in
-                if case .failed(let e) = s.phase { return .failure(e) }
-                if s.visible >= threshold || s.phase == .verified { return .success(s.visible) }
-                s.waiters.append(Waiter(threshold: threshold, continuation: c))
-                return nil
+    /// - Parameter gone: fires when the reader's client went away; the wait then ends with `CancellationError`
+    ///   (as it does when the task is cancelled), so a stalled fill does not keep parked requests alive.
+    /// - Throws: `CancellationError` when `gone` fired or the task was cancelled.
+    public func waitForBytes(atLeast threshold: Int64, gone: ReaderGone? = nil) async throws -> Int64 {
+        let id = state.withLock { s in s.nextWaiterID += 1; return s.nextWaiterID }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { c in
+                let resume: Result<Int64, any Error>? = state.withLock { s in
+                    if case .failed(let e) = s.phase { return .failure(e) }
+                    if s.visible >= threshold || s.phase == .verified { return .success(s.visible) }
+                    if Task.isCancelled || gone?.hasFired == true { return .failure(CancellationError()) }
+                    s.waiters.append(Waiter(id: id, threshold: threshold, continuation: c))
+                    return nil
+                }
+                if let resume { c.resume(with: resume) }
+                gone?.onFire { [weak self] in self?.abandon(id) }
             }
-            if let resume { c.resume(with: resume) }
+        } onCancel: {
+            abandon(id)
         }
     }
+
+    /// Ends the wait of reader `id`, if it is still parked, with `CancellationError`.
+    private func abandon(_ id: UInt64) {
+        let waiter = state.withLock { s -> Waiter? in
+            guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return s.waiters.remove(at: i)
+        }
+        waiter?.continuation.resume(throwing: CancellationError())
+    }
+
+    /// Readers parked in `waitForBytes` right now.
+    public var parkedReaders: Int { state.withLock { $0.waiters.count } }
 
     /// Reads up to `buffer.count` bytes at `offset` from the file being filled. Only call for bytes that
     /// `waitForBytes` reported visible.
@@ -256,5 +280,38 @@ public final class BlobFillWriter: @unchecked Sendable {
     /// Fails the fill: unlinks the temp file and wakes every reader with the error.
     public func fail(_ error: DistributionError) {
         fill.finish(.failed(error))
+    }
+}
+
+/// Fires once when the client of a reader went away (the connection closed or its input ended). A reader
+/// parked on a fill registers with it so it stops waiting; used by the HTTP front, which sees the connection.
+/// One per reader: each wait replaces the previous wait's action (those waits have ended).
+public final class ReaderGone: Sendable {
+    private let state = Mutex<(fired: Bool, action: (@Sendable () -> Void)?)>((false, nil))
+
+    public init() {}
+
+    /// True once `fire()` ran.
+    public var hasFired: Bool { state.withLock { $0.fired } }
+
+    /// Runs `action` when the client goes away (at once if it already has), instead of any earlier action.
+    public func onFire(_ action: @escaping @Sendable () -> Void) {
+        let now = state.withLock { s -> Bool in
+            if s.fired { return true }
+            s.action = action
+            return false
+        }
+        if now { action() }
+    }
+
+    /// Marks the client gone and runs the registered action (once).
+    public func fire() {
+        let action = state.withLock { s -> (@Sendable () -> Void)? in
+            guard !s.fired else { return nil }
+            s.fired = true
+            defer { s.action = nil }
+            return s.action
+        }
+        action?()
     }
 }

@@ -76,6 +76,9 @@ public final class Mirror: Sendable {
         return await fills.activeCount
     }
 
+    /// The fill in flight for `digest`, if any (for status and tests: its readers, its progress).
+    public func fillInFlight(_ digest: Digest) async -> BlobFill? { await fills.inFlight(digest) }
+
     /// Blob fills that ended without a verified blob (upstream errors, verification failures), since start.
     public var failedFills: Int { fills.failures.load(ordering: .relaxed) }
 

@@ -18,7 +18,8 @@ enum BlobStreaming {
     /// Bytes a reader of a fill in flight waits for before it sends again, unless the blob ends sooner.
     static let wakeSize = 128 << 10
 
-    static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter) async throws {
+    /// - Parameter gone: fires when the client went away: a wait for fill bytes then ends (`CancellationError`).
+    static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, gone: ReaderGone? = nil) async throws {
         var offset = range.start
         let end = range.end + 1
         let capacity = Int(min(Int64(chunkSize), range.count))
@@ -28,7 +29,7 @@ enum BlobStreaming {
             var available = end
             if case .fill(let fill) = body {
                 // Wake for a worthwhile amount (or the end), not for every small write of the transfer.
-                available = min(end, try await fill.waitForBytes(atLeast: min(end, offset + Int64(wakeSize))))
+                available = min(end, try await fill.waitForBytes(atLeast: min(end, offset + Int64(wakeSize)), gone: gone))
             }
             let count = Int(min(Int64(chunkSize), available - offset))
             let box = boxes[next]

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import Mirror
+import NIOCore
 import OCI
 import Upstream
 
@@ -11,7 +12,7 @@ import Upstream
 /// Pull side only (OCI distribution spec "Pull" plus tag listing); every push or delete method answers 405
 /// `UNSUPPORTED`, because a mirror is read-only.
 public struct RegistryResponder: HTTPResponder {
-    public typealias Context = BasicRequestContext
+    public typealias Context = CoveRequestContext
     let mirror: Mirror
     let logger: Logger
 
@@ -38,7 +39,7 @@ public struct RegistryResponder: HTTPResponder {
         let started = ContinuousClock.now
         var response: Response
         do {
-            response = try await route(request)
+            response = try await route(request, channel: context.channel)
         } catch let error as DistributionError {
             response = Self.errorResponse(error, head: request.method == .head)
         } catch {
@@ -52,7 +53,7 @@ public struct RegistryResponder: HTTPResponder {
         return response
     }
 
-    private func route(_ request: Request) async throws -> Response {
+    private func route(_ request: Request, channel: any Channel) async throws -> Response {
         // Decode percent escapes first, as distribution's router does (`sha256%3A…` is a digest); the decoded
         // name is still validated, so `%2e%2e` becomes `..` and is refused.
         guard let path = request.uri.path.removingPercentEncoding else {
@@ -109,7 +110,7 @@ public struct RegistryResponder: HTTPResponder {
             return Response(status: .ok, headers: headers, body: body)
         case .blob(let target, let digest):
             guard readOnly else { throw Self.unsupported(method) }
-            return try await blob(try registry(for: target, request), target.name, digest, request: request)
+            return try await blob(try registry(for: target, request), target.name, digest, request: request, channel: channel)
         }
     }
 
@@ -138,7 +139,7 @@ public struct RegistryResponder: HTTPResponder {
         return q.split(separator: "&").filter { !$0.hasPrefix(name + "=") && $0 != name }.joined(separator: "&")
     }
 
-    private func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest, request: Request) async throws -> Response {
+    private func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest, request: Request, channel: any Channel) async throws -> Response {
         var headers: HTTPFields = [
             Self.contentDigest: digest.description,
             .acceptRanges: "bytes",
@@ -182,7 +183,14 @@ public struct RegistryResponder: HTTPResponder {
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(range.count)) { writer in
             guard span.count > 0 else { return try await writer.finish(nil) }
             do {
-                try await BlobStreaming.write(body, range: span, to: &writer)
+                if case .fill = body {
+                    // A reader of a fill in flight may wait long (a stalled upstream): stop when the client leaves.
+                    try await ClientGoneWatcher.watching(channel) { gone in
+                        try await BlobStreaming.write(body, range: span, to: &writer, gone: gone)
+                    }
+                } else {
+                    try await BlobStreaming.write(body, range: span, to: &writer)
+                }
             } catch {
                 logger.warning("blob response aborted", metadata: ["digest": "\(digest)", "error": "\(error)"])
                 throw error

@@ -38,7 +38,7 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1", maxTime: 20) }
         Self.expectUnavailable(r, naming: "127.0.0.1:\(realm.port)", "stalled token realm")
-        #expect(seconds < Self.requestTimeout + 1.5, "answered after \(seconds) s")
+        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
         #expect(realm.requests.withLock { $0.count } == 1)
     }
 
@@ -52,7 +52,7 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1", maxTime: 20) }
         Self.expectUnavailable(r, naming: "127.0.0.1:\(up.port)", "stalled manifest GET")
-        #expect(seconds < Self.requestTimeout + 1.5, "answered after \(seconds) s")
+        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
     }
 
     @Test func aRevalidationHEADThatNeverAnswersServesTheStaleManifest() async throws {
@@ -83,7 +83,7 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/tags/list", maxTime: 20) }
         Self.expectUnavailable(r, naming: "127.0.0.1:\(up.port)", "stalled tag list")
-        #expect(seconds < Self.requestTimeout + 1.5, "answered after \(seconds) s")
+        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
     }
 
     @Test func aBlobHEADThatNeverAnswersGivesA503NamingTheRegistry() async throws {
@@ -97,7 +97,7 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)\(path)", method: "HEAD", maxTime: 20) }
         #expect(r.status == 503, "\(r.status)")
-        #expect(seconds < Self.requestTimeout + 1.5, "answered after \(seconds) s")
+        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
         // HEAD has no body; the same request as GET shows the message (and is bounded the same way).
         let (g, getSeconds) = try await timed { try await curl("\(cove.url)\(path)", maxTime: 20) }
         Self.expectUnavailable(g, naming: "127.0.0.1:\(up.port)", "stalled blob GET")

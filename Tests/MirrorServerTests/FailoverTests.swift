@@ -24,7 +24,7 @@ struct FailoverTests {
 
         let (p, seconds) = try await timed { try await pull(cove, "team/app", tag: "v1") }
         #expect(p.ok && p.manifest.body == image.manifest)
-        #expect(seconds < 6, "a refused connection must not wait for the connect timeout on every request")
+        #expect(seconds < 10, "a refused connection must not wait for the connect timeout on every request")
         let registry = try #require(cove.registry("registry.test"))
         let cooling = try #require(registry.endpoints[0].coolingFor())
         #expect(cooling > 20 && cooling <= 30)
@@ -130,7 +130,7 @@ struct FailoverTests {
 
         let (m, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1") }
         #expect(m.status == 200 && m.body == image.manifest)
-        #expect(seconds >= 0.9 && seconds < 2.5)
+        #expect(seconds >= 0.9 && seconds < 4)
         #expect(silent.accepted == 1)
         // Blob transfers have no total timeout; a silent endpoint would hold them for the low-speed time, but
         // it is cooling down, so it is not asked at all.
@@ -151,7 +151,7 @@ struct FailoverTests {
 
         let (p, seconds) = try await timed { try await pull(cove, "team/app", tag: "v1") }
         #expect(p.ok && p.manifest.body == image.manifest)
-        #expect(seconds >= 0.9 && seconds < 2.5)
+        #expect(seconds >= 0.9 && seconds < 5, "a black hole must cost the 1 s connect timeout, not the 10 s request timeout")
         #expect(hole.accepted == 0)
         let lastError = cove.registry("registry.test")?.endpoints[0].lastError ?? ""
         #expect(lastError.contains("curl 28"), "\(lastError)")  // CURLE_OPERATION_TIMEDOUT

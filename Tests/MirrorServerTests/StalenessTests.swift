@@ -124,7 +124,7 @@ struct StalenessTests {
         for round in 0..<2 {
             let (p, seconds) = try await timed { try await pull(cove, "busybox", tag: "latest") }
             #expect(p.ok && p.manifest.headers["x-cove-cache"] == "stale", "round \(round)")
-            #expect(seconds < 2.5, "round \(round): a cached pull took \(seconds) s with a 1 s connect timeout (request timeout 8 s)")
+            #expect(seconds < 5, "round \(round): a cached pull took \(seconds) s with a 1 s connect timeout (request timeout 8 s)")
         }
     }
 
@@ -145,7 +145,7 @@ struct StalenessTests {
         try await Task.sleep(for: .milliseconds(Int(Self.ttl * 1000) + 150))
         let (m, seconds) = try await timed { try await curl("\(cove.url)/v2/busybox/manifests/latest") }
         #expect(m.status == 200 && m.headers["x-cove-cache"] == "stale")
-        #expect(seconds < 2.5, "a cached tag took \(seconds) s with a 1 s connect timeout (request timeout 4 s)")
+        #expect(seconds < 3.5, "a cached tag took \(seconds) s with a 1 s connect timeout (request timeout 4 s)")
     }
 
     @Test func digestsAlreadyCachedNeverContactTheUpstream() async throws {

@@ -89,7 +89,7 @@ final class InProcessCove: Sendable {
 
 /// Holds the responder so that stopping can let go of the mirror while the server task winds down.
 final class ResponderBox: HTTPResponder, Sendable {
-    typealias Context = BasicRequestContext
+    typealias Context = CoveRequestContext
     let inner: Mutex<RegistryResponder?>
     init(_ responder: RegistryResponder) { inner = Mutex(responder) }
 

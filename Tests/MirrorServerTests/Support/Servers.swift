@@ -10,7 +10,7 @@ final class RunningServer: Sendable {
     let port: Int
     private let task: Task<Void, any Error>
 
-    init<R: HTTPResponder>(_ responder: R, label: String, host: String = "127.0.0.1") async throws where R.Context == BasicRequestContext {
+    init<R: HTTPResponder>(_ responder: R, label: String, host: String = "127.0.0.1") async throws where R.Context: InitializableFromSource<ApplicationRequestContextSource> {
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: label)
         logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
