@@ -87,7 +87,7 @@ struct StalenessTests {
         #expect(stale.headers["docker-content-digest"] == image.digest.description)
         #expect(stale.headers["x-cove-cache"] == "stale")
         #expect(stale.headers["warning"]?.hasPrefix("110 ") == true)
-        #expect(seconds < 1.5 + 1.5, "stale answer took \(seconds) s")
+        #expect(seconds < 1.5 + 3, "stale answer took \(seconds) s")
         // containerd resolves with HEAD: same answer without a body.
         let head = try await curl("\(cove.url)/v2/busybox/manifests/latest", method: "HEAD")
         #expect(head.status == 200 && head.headers["x-cove-cache"] == "stale")
