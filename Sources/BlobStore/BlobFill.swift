@@ -197,6 +197,10 @@ public final class BlobFillWriter: @unchecked Sendable {
     private var expectedSize: Int64?
     /// The largest blob accepted, in bytes (nil: no limit).
     public var sizeLimit: Int64?
+    /// The upstream the bytes came from (named in the error readers get when they fail verification).
+    public var source: String?
+    /// The digest being filled.
+    public var digest: Digest { fill.digest }
     /// Set when the caller verified the digest by another rule (a signed schema 1 manifest's digest covers
     /// its payload, not the bytes stored): `commit` then checks only the size.
     var digestVerifiedByCaller = false
@@ -258,7 +262,8 @@ public final class BlobFillWriter: @unchecked Sendable {
             let actual = hasher.finalize()
             guard actual == fill.digest || digestVerifiedByCaller else { throw BlobStoreError.digestMismatch(expected: fill.digest, actual: actual) }
         } catch let error as BlobStoreError {
-            fail(DistributionError(.unavailable, "blob \(fill.digest) failed verification: \(error)"))
+            // 502: the upstream sent bad bytes (README error table), naming it when known.
+            fail(DistributionError(.unavailable, "blob \(fill.digest) failed verification\(source.map { " (from \($0))" } ?? ""): \(error)", status: 502))
             throw error
         } catch {
             fail(DistributionError(.unavailable, "blob \(fill.digest) failed verification: \(error)"))

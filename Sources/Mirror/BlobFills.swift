@@ -98,6 +98,7 @@ actor BlobFills {
             writer.fail(failure)
         } else {
             do {
+                writer.source = servedBy?.client.configuration.url
                 try writer.commit()
                 try index.insertBlob(digest: fill.digest.description, size: writer.bytesWritten, mediaType: sink.mediaType)
                 logger.info("blob cached", metadata: ["digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)"])
@@ -145,6 +146,11 @@ final class FillSink: BodySink, @unchecked Sendable {
     func begin(_ head: ResponseHead) -> Bool {
         answered = true
         if let ct = head["Content-Type"], !ct.isEmpty { mediaType = ct }
+        // A web server or captive portal answers any path with a page: never stream that to a client as a blob.
+        if MediaType.isHTML(head["Content-Type"]) {
+            failure = DistributionError(.unavailable, "upstream answered Content-Type text/html for blob \(writer.digest), not the blob", status: 502)
+            return false
+        }
         do {
             if head.status == 206 {
                 // Resumed: the range must start where we are; the total comes from Content-Range.

@@ -310,6 +310,9 @@ public final class Mirror: Sendable {
         try requireOnline("blob \(digest)", code: .blobUnknown)
         do {
             let head = try await registry.blobHead(registry.upstreamName(for: name), digest)
+            if MediaType.isHTML(head["Content-Type"]) {
+                throw DistributionError(.unavailable, "upstream answered Content-Type text/html for blob \(digest), not the blob", status: 502)
+            }
             guard let size = head.contentLength else {
                 throw DistributionError(.unavailable, "upstream HEAD for blob \(digest) gave no Content-Length")
             }

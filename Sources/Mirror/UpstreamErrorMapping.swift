@@ -27,7 +27,9 @@ extension DistributionError {
                 let code = upstreamCode(body).flatMap(DistributionErrorCode.init(rawValue:)) ?? .unknown
                 return DistributionError(code, "upstream refused \(subject) with status \(head.status)", status: head.status)
             default:
-                return DistributionError(.unavailable, "upstream answered \(head.status) for \(subject)")
+                // Keep the upstream's own explanation (another Cove tier names the endpoint that failed there).
+                let detail = upstreamMessage(body).map { ": " + String($0.prefix(300)) } ?? ""
+                return DistributionError(.unavailable, "upstream answered \(head.status) for \(subject)\(detail)")
             }
         case .refusedAddress(let why):
             return DistributionError(.unavailable, "\(subject): upstream address refused: \(why)", status: 502)
@@ -36,6 +38,12 @@ extension DistributionError {
         default:
             return DistributionError(.unavailable, "\(subject): \(error)")
         }
+    }
+
+    private static func upstreamMessage(_ body: [UInt8]) -> String? {
+        guard let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+              let errors = json["errors"] as? [[String: Any]] else { return nil }
+        return errors.first?["message"] as? String
     }
 
     private static func upstreamCode(_ body: [UInt8]) -> String? {

@@ -90,6 +90,9 @@ public struct RegistryResponder: HTTPResponder {
             return response
         case .tags(let target):
             guard readOnly else { throw Self.unsupported(method) }
+            if let n = request.uri.queryParameters["n"], Int(n).map({ $0 < 0 }) ?? true {
+                throw DistributionError(.paginationNumberInvalid, "n must be a non-negative integer, not \(RepositoryName.quoted(String(n)))")
+            }
             let registry = try registry(for: target, request)
             let list = try await mirror.tags(registry, target.name, query: Self.query(request, dropping: "ns"))
             var response = Self.json(list.body, head: method == .head)
@@ -207,8 +210,10 @@ public struct RegistryResponder: HTTPResponder {
         return response
     }
 
+    /// 405 for a method a read-only mirror does not take, with `Allow` (RFC 9110 §15.5.6 requires it).
     static func unsupported(_ method: HTTPRequest.Method) -> DistributionError {
-        DistributionError(.unsupported, "\(method) is not supported: this registry is a read-only pull-through mirror")
+        DistributionError(.unsupported, "\(method) is not supported: this registry is a read-only pull-through mirror",
+                          headers: [("Allow", "GET, HEAD")])
     }
 
     static func json(_ body: [UInt8], head: Bool, contentType: String = "application/json") -> Response {

@@ -16,6 +16,8 @@ public enum DistributionErrorCode: String, Sendable, CaseIterable {
     case tooManyRequests = "TOOMANYREQUESTS"
     case tagInvalid = "TAG_INVALID"
     case rangeInvalid = "RANGE_INVALID"
+    /// Not in the spec's table; distribution answers an `n` that is not a non-negative integer with it (400).
+    case paginationNumberInvalid = "PAGINATION_NUMBER_INVALID"
     /// Not in the spec's table; distribution uses `UNAVAILABLE` (503) when a proxied upstream fails.
     case unavailable = "UNAVAILABLE"
     /// Not in the spec's table; distribution's generic 500 code.

@@ -17,4 +17,10 @@ public enum MediaType {
     /// `Content-Type` values that say nothing about the document (some registries and file servers send
     /// them for manifests): the body's `mediaType` or shape decides.
     public static let genericContentTypes: Set<String> = ["application/json", "application/octet-stream", "text/plain"]
+
+    /// True for `text/html` (with or without parameters): what web servers, login pages and captive portals
+    /// answer, and never registry content.
+    public static func isHTML(_ contentType: String?) -> Bool {
+        contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() == "text/html"
+    }
 }

@@ -164,20 +164,32 @@ public final class RegistryClient: Sendable {
                            deadline: operationDeadline()) { (c, d) throws(UpstreamError) in try await c.tags(name, query: query, deadline: d) }
     }
 
-    /// Decides whether a 5xx on `path` is endpoint-level: `/v2/` fails too, or enough distinct paths failed
-    /// within the cool-down window. The path is remembered either way.
+    /// Decides whether a 5xx on `path` is endpoint-level: `/v2/` fails too, or enough distinct repositories
+    /// failed within the cool-down window (tags and blobs of one broken repository count once). The repository
+    /// is remembered either way. For an endpoint that is itself a mirror (`mirror: true`, e.g. another Cove), a
+    /// 5xx is that tier's answer about one request (its own upstream failed), so only `/v2/` decides.
     private func isEndpointFault(_ endpoint: Endpoint, path: String, deadline: Deadline) async -> Bool {
+        if endpoint.client.configuration.mirror { return await !endpoint.client.answersVersionCheck(deadline: deadline) }
         let now = ContinuousClock.now
+        let key = Self.repositoryKey(path)
         let (distinct, seenBefore) = endpoint.health.withLock { h -> (Int, Bool) in
             h.failedPaths = h.failedPaths.filter { $0.value > now }
-            let seen = h.failedPaths[path] != nil
-            h.failedPaths[path] = now + .milliseconds(Int64(min(configuration.cooldown, 86_400) * 1000))
+            let seen = h.failedPaths[key] != nil
+            h.failedPaths[key] = now + .milliseconds(Int64(min(configuration.cooldown, 86_400) * 1000))
             return (h.failedPaths.count, seen)
         }
         if distinct >= FaultScope.distinctPathsForEndpointFault { return true }
         // The same path failing again says nothing new; a first failure asks /v2/ (cheap, bounded).
         if seenBefore { return false }
         return await !endpoint.client.answersVersionCheck(deadline: deadline)
+    }
+
+    /// The repository part of an API path (`/v2/<name>/manifests/…` → `/v2/<name>`), the path itself otherwise.
+    static func repositoryKey(_ path: String) -> String {
+        for marker in ["/manifests/", "/blobs/", "/tags/list", "/referrers/"] {
+            if let r = path.range(of: marker, options: .backwards) { return String(path[..<r.lowerBound]) }
+        }
+        return path
     }
 
     /// Runs `operation` on the usable endpoints in order until one succeeds.

@@ -29,7 +29,7 @@ struct BlobFillTests {
             #expect(r.headers["docker-content-digest"] == digest.description)
         }
         #expect(up.count("GET", "/blobs/") == 1)
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
         #expect(cove.tmpFiles().isEmpty)
     }
 
@@ -82,7 +82,7 @@ struct BlobFillTests {
         let again = try await curl("\(cove.url)/v2/a/blobs/\(digest)")
         #expect(again.status == 200 && again.body == bytes)
         #expect(up.count("GET", "/blobs/") == fetchesBefore + 1)
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
     }
 
     @Test func droppedConnectionResumesWithRange() async throws {
@@ -99,7 +99,7 @@ struct BlobFillTests {
         #expect(gets.count == 2)
         #expect(gets.first?.range == nil)
         #expect(gets.last?.range == "bytes=\(1 << 20)-")
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
     }
 
     @Test func upstreamIgnoringRangeRestartsFromZero() async throws {
@@ -112,7 +112,7 @@ struct BlobFillTests {
         let r = try await curl("\(cove.url)/v2/a/blobs/\(digest)")
         #expect(r.status == 200 && r.body == bytes)
         #expect(up.count("GET", "/blobs/") == 2)
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
     }
 
     @Test func rangesOnAFillInFlightAndOnTheCachedBlob() async throws {
@@ -262,7 +262,7 @@ struct BlobFillTests {
         #expect(!cove.isCached(digest.description))
         let left = await cove.mirror.drainFills(within: 10)
         #expect(left == 0)
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
         #expect(await cove.mirror.drainFills(within: 0.1) == 0)
     }
 }

@@ -72,7 +72,7 @@ struct CacheIntegrityTests {
         let r = try await curl("\(cove.url)/v2/a/blobs/\(digest)")
         #expect(r.status == 200 && r.body == bytes)
         #expect(up.count("GET", "/blobs/") == 2)
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
     }
 
     @Test func unreadableCachedFileIsA503AndIsNotForgotten() async throws {

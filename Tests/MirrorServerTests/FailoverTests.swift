@@ -172,7 +172,7 @@ struct FailoverTests {
         let resumedAt = b.requests("GET", "/blobs/").first?.range.flatMap { Int($0.dropFirst("bytes=".count).dropLast()) } ?? -1
         #expect(b.requests("GET", "/blobs/").count == 1)
         #expect(resumedAt > 0 && resumedAt <= 1 << 20)
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
         #expect(cove.registry("registry.test")?.endpoints[0].coolingFor() != nil)
     }
 

@@ -70,27 +70,62 @@ struct FaultClassificationTests {
 
     /// `/v2/` answers, but content paths keep failing (e.g. the storage backend is down): after
     /// `distinctPathsForEndpointFault` distinct paths the endpoint is skipped.
-    @Test func fiveHundredsOnSeveralDistinctPathsCoolTheEndpointDown() async throws {
+    @Test func fiveHundredsInSeveralRepositoriesCoolTheEndpointDownButNotInOne() async throws {
         let a = try await FaultUpstream.start(label: "a"), b = try await FaultUpstream.start(label: "b")
         defer { a.stop(); b.stop() }
-        let image = b.addImage("team/app", tag: "v1", layers: 4)
-        a.add(image, as: "team/app", tag: "v1")
-        let broken = image.layerDigests.prefix(3).map { "/v2/team/app/blobs/\($0)" }
-        a.pathStatus.withLock { for p in broken { $0[p] = 500 } }
+        let images = (1...3).map { b.addImage("team/app\($0)", tag: "v1", layers: 3) }
+        for (i, image) in images.enumerated() { a.add(image, as: "team/app\(i + 1)", tag: "v1") }
+        let healthy = b.addImage("team/ok", tag: "v1")
+        a.add(healthy, as: "team/ok", tag: "v1")
+        // One broken repository: every layer of app1 fails, and its tags too.
+        a.pathStatus.withLock { for d in images[0].layerDigests { $0["/v2/team/app1/blobs/\(d)"] = 500 } }
         let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
-        for (i, digest) in image.layerDigests.prefix(3).enumerated() {
-            let r = try await curl("\(cove.url)/v2/team/app/blobs/\(digest)")
-            #expect(r.status == 200 && r.body == image.layers[i])
-            // Two failing paths are not enough (a confused client can cause them); the third is.
-            #expect((registry.endpoints[0].coolingFor() != nil) == (i == 2), "after \(i + 1) failing paths")
+        for (i, digest) in images[0].layerDigests.enumerated() {
+            let r = try await curl("\(cove.url)/v2/team/app1/blobs/\(digest)")
+            #expect(r.status == 200 && r.body == images[0].layers[i])
+        }
+        #expect(registry.endpoints[0].coolingFor() == nil, "several paths of one repository are one fault")
+
+        // Three repositories failing are endpoint-level evidence.
+        a.pathStatus.withLock {
+            $0["/v2/team/app2/blobs/\(images[1].layerDigests[0])"] = 500
+            $0["/v2/team/app3/blobs/\(images[2].layerDigests[0])"] = 500
+        }
+        for (n, image) in images.enumerated().dropFirst() {
+            let r = try await curl("\(cove.url)/v2/team/app\(n + 1)/blobs/\(image.layerDigests[0])")
+            #expect(r.status == 200 && r.body == image.layers[0])
+            #expect((registry.endpoints[0].coolingFor() != nil) == (n == 2), "after \(n + 1) failing repositories")
         }
         let before = a.allRequests.count
-        let healthy = try await curl("\(cove.url)/v2/team/app/blobs/\(image.layerDigests[3])")
-        #expect(healthy.status == 200 && healthy.body == image.layers[3])
+        let ok = try await curl("\(cove.url)/v2/team/ok/blobs/\(healthy.layerDigests[0])")
+        #expect(ok.status == 200 && ok.body == healthy.layers[0])
         #expect(a.allRequests.count == before, "a cooled endpoint is skipped")
+    }
+
+    /// A tier that is itself a mirror (another Cove) relays its own upstream's failures as 5xx: those are about
+    /// one request each, however many repositories, as long as the tier answers `/v2/`.
+    @Test func fiveHundredsFromAMirrorTierDoNotCoolItDown() async throws {
+        let tier = try await FaultUpstream.start(label: "tier"), origin = try await FaultUpstream.start(label: "origin")
+        defer { tier.stop(); origin.stop() }
+        let good = tier.addImage("good/app", tag: "v1")
+        tier.pathStatus.withLock { for n in 1...4 { $0["/v2/broken/app\(n)/manifests/v1"] = 502 } }
+        var mirror = InProcessCove.endpoint(tier.url)
+        mirror.mirror = true
+        let cove = try await Self.cove([mirror, InProcessCove.endpoint(origin.url)])
+        defer { cove.stop() }
+        let registry = try #require(cove.registry("registry.test"))
+
+        for n in 1...4 {
+            let r = try await curl("\(cove.url)/v2/broken/app\(n)/manifests/v1")
+            #expect(r.status == 503 || r.status == 404)
+        }
+        #expect(registry.endpoints[0].coolingFor() == nil)
+        let p = try await pull(cove, "good/app", tag: "v1")
+        #expect(p.ok && p.manifest.body == good.manifest)
+        #expect(origin.count("GET", "/good/app/manifests/") == 0, "the tier still serves everything else")
     }
 
     /// A mirror serving one manifest with the wrong bytes: that manifest comes from the next endpoint, now

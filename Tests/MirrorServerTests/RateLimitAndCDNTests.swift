@@ -189,7 +189,7 @@ struct RateLimitAndCDNTests {
 
         let r = try await curl("\(cove.url)/v2/busybox/blobs/\(digest)")
         #expect(r.status == 200 && r.body == bytes)
-        #expect(cove.isCached(digest.description))
+        #expect(await eventually { cove.isCached(digest.description) })
         // The resume goes back to the registry (Range from where the cut left off), which redirects again.
         let origin = hub.requests("GET", "/blobs/").filter { $0.tokenCheck == .valid }
         #expect(origin.count == 2 && origin.first?.range == nil)

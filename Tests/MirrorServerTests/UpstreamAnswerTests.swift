@@ -51,6 +51,14 @@ struct UpstreamAnswerTests {
         let digest = Digest.sha256(of: Array("x".utf8))
         #expect(try await curl("\(cove.url)/v2/team/app/manifests/\(digest)").status == 502)
 
+        // Blobs: a page is not a blob, for HEAD and GET, and nothing is promised for a year.
+        for method in ["HEAD", "GET"] {
+            let b = try await curl("\(cove.url)/v2/team/app/blobs/\(digest)", method: method)
+            #expect(b.status == 502, "\(method) \(b.status)")
+            #expect(b.headers["cache-control"] == nil)
+        }
+        #expect(Self.errorJSON(try await curl("\(cove.url)/v2/team/app/blobs/\(digest)"))?.message.contains("text/html") == true)
+
         // Tag lists: HTML is not a tag list.
         let t = try await curl("\(cove.url)/v2/team/app/tags/list")
         #expect(t.status == 502)

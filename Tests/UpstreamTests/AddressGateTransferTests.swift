@@ -63,17 +63,24 @@ struct AddressGateTransferTests {
         let server = try LoopbackHTTPServer()
         defer { server.stop() }
         let url = "http://127.0.0.1:\(server.port)/v2/"
-        // The pool works: two allowed requests share one connection.
-        _ = try await Self.transfer(url, .configured).run()
-        _ = try await Self.transfer(url, .configured).run()
-        #expect(server.connections == 1 && server.requests == 2)
+        // The pool works: two allowed requests share one connection. (The pool is shared with every other test
+        // running in this process and may drop an idle connection under load: a few bounded tries.)
+        var pooled = false
+        for _ in 0..<5 where !pooled {
+            let before = server.connections
+            _ = try await Self.transfer(url, .configured).run()
+            _ = try await Self.transfer(url, .configured).run()
+            pooled = server.connections == before + 1
+        }
+        #expect(pooled, "two requests never shared a pooled connection")
+        let (connections, requests) = (server.connections, server.requests)
 
         // No new socket was opened, so the refused request was looking at the pooled connection — and sent nothing.
         let why = await Self.refusal(try Self.transfer(url, AddressPolicy(scope: .publicOnly)))
         #expect(why?.contains("127.0.0.1") == true && why?.contains("loopback") == true, "\(why ?? "allowed")")
         try await Task.sleep(for: .milliseconds(100))
-        #expect(server.requests == 2, "the refused request reached the server")
-        #expect(server.connections == 1)
+        #expect(server.requests == requests, "the refused request reached the server")
+        #expect(server.connections == connections)
     }
 
     /// Through a proxy only the proxy is connected to; the name is checked before anything starts.
