@@ -50,6 +50,22 @@ enum Migrations {
                 t.primaryKey(["registry", "repository", "subject", "query"])
             }
         }
+        // Pins (what eviction never removes) and persisted counters (`cove stats`). Access times stay in
+        // `blob.lastAccessAt`, now written in batches by the mirror.
+        m.registerMigration("v3-pins-access-counters") { db in
+            try db.create(table: "pin") { t in
+                t.column("registry", .text).notNull()
+                t.column("repository", .text).notNull()
+                t.column("reference", .text).notNull()
+                t.column("digest", .text).indexed()
+                t.column("pinnedAt", .datetime).notNull()
+                t.primaryKey(["registry", "repository", "reference"])
+            }
+            try db.create(table: "counter") { t in
+                t.primaryKey("name", .text)
+                t.column("value", .integer).notNull().defaults(to: 0)
+            }
+        }
         return m
     }
 }
