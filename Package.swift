@@ -76,7 +76,7 @@ let package = Package(
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream"]),
+        .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream", "Mirror"]),
         .testTarget(
             name: "MirrorServerTests",
             dependencies: [

@@ -153,6 +153,9 @@ public final class BlobFill: Sendable {
             for w in waiters { w.continuation.resume(returning: written) }
             for w in headWaiters { w.resume(returning: written) }
         case .failed(let e):
+            // Truncate as well as unlink: readers may keep the descriptor open a while, and after ENOSPC the
+            // space is needed now (by the index's eviction transaction, among others).
+            ftruncate(fd, 0)
             unlink(tmpPath)
             for w in waiters { w.continuation.resume(throwing: e) }
             for w in headWaiters { w.resume(throwing: e) }

@@ -8,8 +8,11 @@ import Upstream
 
 /// Opens the cache the configuration names, in this process (taking the storage lock, as `serve` does).
 /// - Throws: a `ValidationError` saying so when a running `cove serve` holds the storage.
-func openCache(_ options: ConfigOptions) throws -> Mirror {
-    let config = try options.load()
+/// - Parameter exclusive: the command runs with nobody else using the storage, so content has no grace age
+///   (the grace protects what a concurrent fill just committed, and the lock rules that out).
+func openCache(_ options: ConfigOptions, exclusive: Bool = false) throws -> Mirror {
+    var config = try options.load()
+    if exclusive { config.cache.evictionGrace = 0 }
     var logger = Logger(label: "cove")
     logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
     if logger.logLevel < .notice { logger.logLevel = .notice }
@@ -44,7 +47,7 @@ struct GC: AsyncParsableCommand {
     var dryRun = false
 
     func run() async throws {
-        let mirror = try openCache(options)
+        let mirror = try openCache(options, exclusive: true)
         defer { mirror.close() }
         let r = try await mirror.collectGarbage(dryRun: dryRun)
         print(Self.render(r))
