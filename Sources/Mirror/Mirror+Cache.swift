@@ -46,7 +46,7 @@ extension Mirror {
         try index.pin(PinRecord(registry: ref.registry, repository: ref.repository.value, reference: ref.reference.description,
                                 digest: digest, pinnedAt: configuration.now()))
         let cached = try digest.map { try index.manifest($0) != nil } ?? false
-        let closure = try digest.map { try index.cachedClosure(of: $0) } ?? (0, 0)
+        let closure = try digest.map { try index.cachedClosure(of: $0) } ?? (count: 0, bytes: 0)
         return PinResult(image: ref, digest: digest, cached: cached, objects: closure.count, bytes: closure.bytes)
     }
 

@@ -59,6 +59,7 @@ struct DiskFullTests {
             defer { cove.stop() }
             #expect(try await curl("\(cove.url)/v2/a/blobs/\(pinned)").body == pinnedBytes)
             #expect(try await curl("\(cove.url)/v2/a/blobs/\(old)").body == oldBytes)
+            #expect(await eventually { cove.isCached(pinned.description) && cove.isCached(old.description) })
             _ = try cove.mirror.pin("upstream.test/a@\(pinned)")
             clock.advance(300)
 
@@ -100,7 +101,7 @@ struct DiskFullTests {
             #expect(up.count("GET", "/blobs/\(pinned)") == 1)
             // A new request while the disk is still short: a clean answer, nothing corrupt kept.
             let retry = try await curl("\(cove.url)/v2/a/blobs/\(big)", maxTime: 30)
-            #expect(!(retry.exitCode == 0 && retry.body != bigBytes && retry.status == 200 && retry.body.count == bigBytes.count))
+            #expect(retry.status != 200 || retry.body.count < bigBytes.count || retry.body == bigBytes)
             #expect(await eventually { cove.tmpFiles().isEmpty })
             // Space back: the blob fills and is kept.
             try FileManager.default.removeItem(at: filler)

@@ -13,6 +13,20 @@ struct EvictionTests {
         MirrorConfiguration(tagTTL: tagTTL, maxSize: maxSize, minFree: minFree, evictionGrace: 60, now: clock.now)
     }
 
+    /// GETs a blob through Cove and waits until its fill committed (clients get the bytes before the row is
+    /// written, and the commit time comes from the test clock).
+    func fetch(_ cove: InProcessCove, _ digest: Digest, _ bytes: [UInt8]) async throws {
+        #expect(try await curl("\(cove.url)/v2/a/blobs/\(digest)").body == bytes)
+        #expect(await eventually { cove.isCached(digest.description) })
+    }
+
+    /// Waits until every object of `image` is cached.
+    func settled(_ cove: InProcessCove, _ image: TestImage) async {
+        for d in [image.digest, image.configDigest] + image.layerDigests {
+            #expect(await eventually { cove.isCached(d.description) }, "\(d) cached")
+        }
+    }
+
     static func registries(_ up: FaultUpstream) -> [RegistryConfiguration] {
         [RegistryConfiguration(name: "upstream.test", endpoints: [InProcessCove.endpoint(up.url)])]
     }
@@ -27,13 +41,13 @@ struct EvictionTests {
         let cove = try await InProcessCove(upstream: up.url, configuration: Self.config(clock, maxSize: 350_000))
         defer { cove.stop() }
         for i in 0..<3 {
-            #expect(try await curl("\(cove.url)/v2/a/blobs/\(d[i])").body == blobs[i])
+            try await fetch(cove, d[i], blobs[i])
             clock.advance(10)
         }
         // A hit makes blob 0 the most recently used; blob 1 is now the least.
         #expect(try await curl("\(cove.url)/v2/a/blobs/\(d[0])").status == 200)
         clock.advance(300)  // past the grace age
-        #expect(try await curl("\(cove.url)/v2/a/blobs/\(d[3])").body == blobs[3])
+        try await fetch(cove, d[3], blobs[3])
         #expect(!cove.isCached(d[1].description))
         for i in [0, 2, 3] { #expect(cove.isCached(d[i].description), "blob \(i)") }
         #expect(cove.mirror.lastEviction?.evicted.map(\.digest) == [d[1].description])
@@ -42,7 +56,7 @@ struct EvictionTests {
         #expect(try cove.mirror.index.counter(CacheCounter.evictedBytes) == 100_000)
         // Online, an evicted blob fills again; the next least recently used (blob 2) makes room.
         clock.advance(300)
-        #expect(try await curl("\(cove.url)/v2/a/blobs/\(d[1])").body == blobs[1])
+        try await fetch(cove, d[1], blobs[1])
         #expect(up.count("GET", "/blobs/\(d[1])") == 2)
         #expect(cove.mirror.lastEviction?.evicted.map(\.digest) == [d[2].description])
         #expect(cove.isCached(d[1].description) && cove.isCached(d[0].description) && cove.isCached(d[3].description))
@@ -54,13 +68,14 @@ struct EvictionTests {
     @Test func aBlobBeingStreamedIsNotEvicted() async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
-        let bytes = FaultUpstream.randomBytes(3 << 20)
+        // Larger than loopback socket buffers, so the response is still being written while the client reads.
+        let bytes = FaultUpstream.randomBytes(40 << 20)
         let digest = up.addBlob(bytes)
         let clock = TestClock()
         let storage: URL
         do {
             let filler = try await InProcessCove(upstream: up.url, configuration: Self.config(clock, maxSize: nil))
-            #expect(try await curl("\(filler.url)/v2/a/blobs/\(digest)").body == bytes)
+            try await fetch(filler, digest, bytes)
             storage = filler.storage
             filler.stop(keepStorage: true)
         }
@@ -68,8 +83,8 @@ struct EvictionTests {
         // Restarted with a budget smaller than the blob.
         let cove = try await InProcessCove(registries: Self.registries(up), configuration: Self.config(clock, maxSize: 1 << 20), storage: storage)
         defer { cove.stop() }
-        // A slow client (1 MiB/s): the response takes about 3 s.
-        let slow = Task { try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 30, limitRate: "1M") }
+        // A slow client (8 MiB/s): the response takes about 5 s.
+        let slow = Task { try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 60, limitRate: "8M") }
         #expect(await eventually { cove.mirror.cacheUse.readers(of: digest.description) > 0 })
         let during = try await cove.mirror.collectGarbage()
         #expect(during.evicted.isEmpty)
@@ -94,7 +109,7 @@ struct EvictionTests {
         let storage: URL
         do {
             let filler = try await InProcessCove(upstream: up.url, configuration: Self.config(clock, maxSize: nil))
-            #expect(try await curl("\(filler.url)/v2/a/blobs/\(digest)").body == bytes)
+            try await fetch(filler, digest, bytes)
             storage = filler.storage
             filler.stop(keepStorage: true)
         }
@@ -126,7 +141,7 @@ struct EvictionTests {
         // 2.2 MiB: the old blob and the new image fit, but not under the 90 % low watermark.
         let cove = try await InProcessCove(upstream: up.url, configuration: Self.config(clock, maxSize: 2_306_867))
         defer { cove.stop() }
-        #expect(try await curl("\(cove.url)/v2/other/blobs/\(oldDigest)").body == old)
+        try await fetch(cove, oldDigest, old)
         clock.advance(300)
         let pulling = Task { try await pull(cove, "fresh/app", tag: "v1") }
         // Wait until the layer's fill is under way (its temp file has bytes), then collect garbage.
@@ -142,7 +157,7 @@ struct EvictionTests {
         #expect(fresh.isDisjoint(with: gc.evicted.map(\.digest)))
         let result = try await pulling.value
         #expect(result.ok)
-        for d in fresh { #expect(cove.isCached(d), "\(d)") }
+        for d in fresh { #expect(await eventually { cove.isCached(d) }, "\(d)") }
         // A second pass right after the commit still leaves it alone (grace age, injected clock).
         let again = try await cove.mirror.collectGarbage()
         #expect(fresh.isDisjoint(with: again.evicted.map(\.digest)))
@@ -168,6 +183,7 @@ struct EvictionTests {
             #expect(try await pull(cove, "team/x", tag: child.digest.description).ok)
             #expect(try await pull(cove, "team/y", tag: "v1").ok)
             #expect(try await pull(cove, "team/z", tag: "v1").ok)
+            for img in [child, y1, z] { await settled(cove, img) }
             let pinnedIndex = try cove.mirror.pin("upstream.test/team/x@\(indexDigest)")
             #expect(pinnedIndex.cached && pinnedIndex.objects == 4)  // index, child manifest, config, layer
             let pinnedTag = try cove.mirror.pin("upstream.test/team/y:v1")
@@ -175,6 +191,7 @@ struct EvictionTests {
             // The tag moves upstream; the pull follows it. Both the pinned and the current image are kept.
             y2 = up.addImage("team/y", tag: "v1")
             #expect(try await pull(cove, "team/y", tag: "v1").ok)
+            await settled(cove, y2)
             #expect(try cove.mirror.index.tag(registry: "upstream.test", repository: "team/y", tag: "v1")?.digest == y2.digest.description)
             let notYet = try cove.mirror.pin("upstream.test/team/w:v9")
             #expect(!notYet.cached && notYet.digest == nil)
@@ -237,7 +254,7 @@ struct EvictionTests {
         let cove = try await InProcessCove(upstream: up.url, configuration: Self.config(clock, maxSize: nil))
         defer { cove.stop() }
         let t0 = clock.now()
-        #expect(try await curl("\(cove.url)/v2/a/blobs/\(digest)").status == 200)
+        try await fetch(cove, digest, bytes)
         try cove.mirror.flushAccessTimes()
         clock.advance(500)
         for _ in 0..<3 { #expect(try await curl("\(cove.url)/v2/a/blobs/\(digest)").status == 200) }
