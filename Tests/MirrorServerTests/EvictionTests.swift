@@ -69,7 +69,8 @@ struct EvictionTests {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
         // Larger than loopback socket buffers, so the response is still being written while the client reads.
-        let bytes = FaultUpstream.randomBytes(40 << 20)
+        let chunk = FaultUpstream.randomBytes(1 << 20)
+        let bytes = Array((0..<40).map { _ in chunk }.joined())
         let digest = up.addBlob(bytes)
         let clock = TestClock()
         let storage: URL
