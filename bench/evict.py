@@ -51,8 +51,9 @@ def main():
         with open(config, "w") as f:
             f.write(f'storage: "{storage}"\ncache:\n  max_size: {total // 2}\n  min_free: 0\n')
         t0 = time.time()
-        r = subprocess.run([a.cove, "gc", "--config", config], check=True, capture_output=True, text=True)
+        r = subprocess.run(["/usr/bin/time", "-f", "%U user %S sys %e wall", a.cove, "gc", "--config", config], check=True, capture_output=True, text=True)
         elapsed = time.time() - t0
+        print("gc:", r.stderr.strip().splitlines()[-1])
         summary = r.stdout.strip().splitlines()[-1]
         evicted = int(summary.split()[1])
         expected = a.objects - int((total // 2) * 0.9) // a.size

@@ -47,8 +47,8 @@ extension CacheIndex {
                 """
             var arguments: StatementArguments = [createdBefore]
             if let after {
-                sql += " AND (lastAccessAt > ? OR (lastAccessAt = ? AND digest > ?))"
-                arguments += [after.lastAccessAt, after.lastAccessAt, after.digest]
+                sql += " AND (lastAccessAt, digest) > (?, ?)"
+                arguments += [after.lastAccessAt, after.digest]
             }
             sql += " ORDER BY lastAccessAt, digest LIMIT ?"
             arguments += [limit]

@@ -61,6 +61,8 @@ enum Migrations {
                 t.column("pinnedAt", .datetime).notNull()
                 t.primaryKey(["registry", "repository", "reference"])
             }
+            // LRU order with keyset pagination: eviction walks this index instead of sorting the table per batch.
+            try db.create(index: "blob_on_lastAccessAt_digest", on: "blob", columns: ["lastAccessAt", "digest"])
             try db.create(table: "counter") { t in
                 t.primaryKey("name", .text)
                 t.column("value", .integer).notNull().defaults(to: 0)
