@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "cove",
             dependencies: [
-                "OCI", "Mirror", "MirrorServer", "Upstream", "CoveConfig",
+                "OCI", "Mirror", "MirrorServer", "Upstream", "CoveConfig", "BlobStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -76,7 +76,7 @@ let package = Package(
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream"]),
+        .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream", "Mirror"]),
         .testTarget(
             name: "MirrorServerTests",
             dependencies: [

@@ -177,6 +177,9 @@ public final class BlobFill: Sendable {
             for w in waiters { w.continuation.resume(returning: written) }
             for w in headWaiters { w.resume(returning: written) }
         case .failed(let e):
+            // Truncate as well as unlink: readers may keep the descriptor open a while, and after ENOSPC the
+            // space is needed now (by the index's eviction transaction, among others).
+            ftruncate(fd, 0)
             unlink(tmpPath)
             for w in waiters { w.continuation.resume(throwing: e) }
             for w in headWaiters { w.resume(throwing: e) }
@@ -204,6 +207,12 @@ public final class BlobFillWriter: @unchecked Sendable {
     /// Set when the caller verified the digest by another rule (a signed schema 1 manifest's digest covers
     /// its payload, not the bytes stored): `commit` then checks only the size.
     var digestVerifiedByCaller = false
+    /// False to stream the blob to its readers and then discard it instead of committing it (the cache's
+    /// budget cannot hold it). Set before `commit`.
+    public var keep = true
+    /// Runs right before the verified file is renamed into the store (the mirror waits there for an
+    /// eviction of the same digest to finish unlinking).
+    public var beforeCommit: (@Sendable () -> Void)?
 
     init(fill: BlobFill) {
         self.fill = fill
@@ -241,8 +250,10 @@ public final class BlobFillWriter: @unchecked Sendable {
         while done < bytes.count {
             let n = pwrite(fill.fd, bytes.baseAddress! + done, bytes.count - done, off_t(written) + off_t(done))
             if n < 0 {
-                if errno == EINTR { continue }
-                throw .io("write to \(fill.tmpPath) failed: \(String(cString: strerror(errno)))")
+                let e = errno
+                if e == EINTR { continue }
+                if e == ENOSPC || e == EDQUOT { throw .noSpace("write to \(fill.tmpPath) failed: \(String(cString: strerror(e)))") }
+                throw .io("write to \(fill.tmpPath) failed: \(String(cString: strerror(e)))")
             }
             done += n
         }
@@ -254,9 +265,13 @@ public final class BlobFillWriter: @unchecked Sendable {
     /// Verifies digest and size and releases the last byte to readers, then fsyncs and renames the file into
     /// the store. Readers are released before the fsync: what they need is verified bytes, and durability is
     /// the cache's concern (an fsync of a large blob takes as long as the transfer).
+    /// With `keep` false the verified bytes go to the readers and the temp file is unlinked instead.
+    /// - Returns: true when the file was committed to the store, false when it was discarded (`keep`).
     /// - Throws: `.digestMismatch` or `.sizeMismatch` (the fill is then failed, its temp file gone, readers
-    ///   aborted), or `.io` when fsync or rename fails (readers still finish; nothing is stored).
-    public func commit() throws(BlobStoreError) {
+    ///   aborted), `.noSpace` when fsync hits ENOSPC, or `.io` when fsync or rename fails (readers still
+    ///   finish; nothing is stored).
+    @discardableResult
+    public func commit() throws(BlobStoreError) -> Bool {
         do {
             if let expectedSize, expectedSize != written { throw BlobStoreError.sizeMismatch(expected: expectedSize, actual: written) }
             let actual = hasher.finalize()
@@ -270,16 +285,25 @@ public final class BlobFillWriter: @unchecked Sendable {
             throw .io("\(error)")
         }
         fill.finish(.verified)
-        guard fsync(fill.fd) == 0 else {
+        guard keep else {
+            // Readers keep reading through their descriptor; the bytes go when the last of them is done.
             unlink(fill.tmpPath)
-            throw .io("fsync \(fill.tmpPath): \(String(cString: strerror(errno)))")
+            return false
         }
+        guard fsync(fill.fd) == 0 else {
+            let e = errno
+            unlink(fill.tmpPath)
+            let message = "fsync \(fill.tmpPath): \(String(cString: strerror(e)))"
+            throw e == ENOSPC || e == EDQUOT ? .noSpace(message) : .io(message)
+        }
+        beforeCommit?()
         do {
             try fill.store.commit(tmp: fill.tmpPath, as: fill.digest)
         } catch {
             unlink(fill.tmpPath)
             throw error
         }
+        return true
     }
 
     /// Fails the fill: unlinks the temp file and wakes every reader with the error.

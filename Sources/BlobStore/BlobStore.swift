@@ -190,6 +190,8 @@ public enum BlobStoreError: Error, Sendable, Equatable, CustomStringConvertible 
     case tooLarge(limit: Int64)
     /// Another process holds the storage directory's lock.
     case inUse(String)
+    /// The file system is full (ENOSPC) or the quota is exhausted (EDQUOT); the message names the path.
+    case noSpace(String)
 
     public var description: String {
         switch self {
@@ -198,6 +200,7 @@ public enum BlobStoreError: Error, Sendable, Equatable, CustomStringConvertible 
         case .sizeMismatch(let e, let a): "size mismatch: expected \(e) bytes, got \(a)"
         case .tooLarge(let l): "blob larger than the limit of \(l) bytes"
         case .inUse(let m): m
+        case .noSpace(let m): "no space left on the storage file system: \(m)"
         }
     }
 }

@@ -50,6 +50,24 @@ enum Migrations {
                 t.primaryKey(["registry", "repository", "subject", "query"])
             }
         }
+        // Pins (what eviction never removes) and persisted counters (`cove stats`). Access times stay in
+        // `blob.lastAccessAt`, now written in batches by the mirror.
+        m.registerMigration("v3-pins-access-counters") { db in
+            try db.create(table: "pin") { t in
+                t.column("registry", .text).notNull()
+                t.column("repository", .text).notNull()
+                t.column("reference", .text).notNull()
+                t.column("digest", .text).indexed()
+                t.column("pinnedAt", .datetime).notNull()
+                t.primaryKey(["registry", "repository", "reference"])
+            }
+            // LRU order with keyset pagination: eviction walks this index instead of sorting the table per batch.
+            try db.create(index: "blob_on_lastAccessAt_digest", on: "blob", columns: ["lastAccessAt", "digest"])
+            try db.create(table: "counter") { t in
+                t.primaryKey("name", .text)
+                t.column("value", .integer).notNull().defaults(to: 0)
+            }
+        }
         return m
     }
 }

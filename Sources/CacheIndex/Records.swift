@@ -12,7 +12,7 @@ public struct BlobRecord: Codable, Sendable, Equatable, FetchableRecord, Persist
     public var mediaType: String
     /// When the verified file was committed.
     public var createdAt: Date
-    /// Last time a client was served this content (updated at most once a minute per row).
+    /// Last time a client was served this content (written in batches by the mirror's access recorder).
     public var lastAccessAt: Date
 
     public init(digest: String, size: Int64, mediaType: String, createdAt: Date, lastAccessAt: Date) {

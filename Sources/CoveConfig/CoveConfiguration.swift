@@ -169,7 +169,19 @@ public struct CoveConfiguration: Sendable {
             config.defaultRegistry = name
         }
         if let c = try root.section("cache") {
-            try c.allow(["tag_ttl", "max_blob_size", "max_concurrent_fills", "fill_retries"])
+            try c.allow(["tag_ttl", "max_blob_size", "max_concurrent_fills", "fill_retries", "max_size", "min_free"])
+            if let v = try c.string("max_size") {
+                if v.lowercased() == "none" { config.cache.maxSize = nil } else {
+                    guard let bytes = Units.bytes(v) else { throw ConfigError("cache.max_size", "\"\(v)\" is not a size (e.g. 200GiB) or none") }
+                    config.cache.maxSize = bytes == 0 ? nil : bytes
+                }
+            }
+            if let v = try c.string("min_free") {
+                guard let free = Units.freeSpace(v) else {
+                    throw ConfigError("cache.min_free", "\"\(v)\" is not a size (e.g. 20GiB) or a percentage of the file system below 100 (e.g. 5%)")
+                }
+                config.cache.minFree = free
+            }
             if let v = try c.duration("tag_ttl") { config.cache.tagTTL = v }
             if let v = try c.size("max_blob_size") { config.cache.maxBlobSize = v == 0 ? nil : v }
             if let v = try c.int("max_concurrent_fills") {

@@ -1,4 +1,5 @@
 import Foundation
+import Mirror
 
 /// Parsers for the human units config values use. Units are case-sensitive (`5M` is not `5m`).
 public enum Units {
@@ -40,6 +41,18 @@ public enum Units {
         guard let v = plainNumber(number.trimmingCharacters(in: .whitespaces)[...]) else { return nil }
         let bytes = (v * factor).rounded(.up)
         return bytes <= maxBytes ? Int64(bytes) : nil
+    }
+
+    /// Parses free space to keep: a size (`20GiB`, `0` to keep none) or a percentage of the file system
+    /// (`5%`, `12.5%`, below 100).
+    /// - Returns: the amount, or nil when malformed.
+    public static func freeSpace(_ text: String) -> FreeSpace? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t.hasSuffix("%") {
+            guard let p = plainNumber(t.dropLast().trimmingCharacters(in: .whitespaces)[...]), p < 100 else { return nil }
+            return .fraction(p / 100)
+        }
+        return bytes(t).map { .bytes($0) }
     }
 
     /// Digits with at most one decimal point; no sign, exponent, `inf` or `nan`.

@@ -19,14 +19,18 @@ actor BlobFills {
     let configuration: MirrorConfiguration
     let slots: AsyncSemaphore
     let logger: Logger
+    let use: CacheUse
+    let budget: CacheBudget
     /// Fills that failed verification or transfer.
     let failures = Atomic<Int>(0)
 
-    init(store: BlobStore, index: CacheIndex, configuration: MirrorConfiguration, logger: Logger) {
+    init(store: BlobStore, index: CacheIndex, configuration: MirrorConfiguration, use: CacheUse, budget: CacheBudget, logger: Logger) {
         self.store = store
         self.index = index
         self.configuration = configuration
         self.slots = AsyncSemaphore(configuration.maxConcurrentFills)
+        self.use = use
+        self.budget = budget
         self.logger = logger
     }
 
@@ -45,6 +49,9 @@ actor BlobFills {
         if store.contains(digest), (try index.blob(digest.description)) != nil { return nil }
         let fill = try BlobFill(store: store, digest: digest)
         active[digest] = fill
+        // In use from now until its row is written: eviction never claims it, and a claim already under
+        // way is waited for before the rename (`beforeCommit`).
+        use.beginFill(digest.description)
         Task.detached { [self] in
             await run(fill, registry, name)
             await finished(digest)
@@ -52,7 +59,10 @@ actor BlobFills {
         return fill
     }
 
-    private func finished(_ digest: Digest) { active[digest] = nil }
+    private func finished(_ digest: Digest) {
+        active[digest] = nil
+        use.endFill(digest.description)
+    }
 
     /// Drives one fill to its end. Transport failures resume from the bytes already written with
     /// `Range: bytes=N-` (exponential backoff from 0.5 s); an upstream that ignores the range and answers 200
@@ -65,7 +75,10 @@ actor BlobFills {
         await slots.acquire()
         let writer = fill.makeWriter()
         writer.sizeLimit = configuration.maxBlobSize
-        let sink = FillSink(writer: writer)
+        let use = use, key = fill.digest.description
+        writer.beforeCommit = { use.waitUntilNotEvicting(key) }
+        let budget = budget, digest = fill.digest
+        let sink = FillSink(writer: writer) { size in budget.admit(digest, size: size) }
         let upstreamName = registry.upstreamName(for: name)
         var attempt = 0
         var failure: DistributionError?
@@ -94,14 +107,32 @@ actor BlobFills {
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
             }
         }
+        var reserved = sink.reserved, stored: Int64 = 0
         if let failure {
             writer.fail(failure)
         } else {
+            if !sink.admitted {
+                // No length was announced: the budget decides now, with the bytes already written.
+                writer.keep = budget.admit(fill.digest, size: writer.bytesWritten)
+                if writer.keep { reserved = writer.bytesWritten }
+            }
             do {
                 writer.source = servedBy?.client.configuration.url
-                try writer.commit()
-                try index.insertBlob(digest: fill.digest.description, size: writer.bytesWritten, mediaType: sink.mediaType)
-                logger.info("blob cached", metadata: ["digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)"])
+                if try writer.commit() {
+                    do {
+                        try index.insertBlob(digest: fill.digest.description, size: writer.bytesWritten, mediaType: sink.mediaType, now: configuration.now())
+                    } catch {
+                        // No file without its row: take the file back out.
+                        store.remove(fill.digest)
+                        throw error
+                    }
+                    stored = writer.bytesWritten
+                    logger.info("blob cached", metadata: ["digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)"])
+                } else {
+                    logger.notice("blob served without being kept (cache budget)", metadata: [
+                        "digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)",
+                    ])
+                }
             } catch {
                 // Verification failures already failed the fill (readers aborted); this is for the log, and
                 // the endpoint that sent the bytes is cooled down so the next request asks another one.
@@ -110,6 +141,11 @@ actor BlobFills {
                     registry.reportInvalidContent(from: servedBy, object: fill.digest.description, "blob \(fill.digest): \(e)")
                 }
             }
+        }
+        budget.settle(reserved: reserved, stored: stored)
+        if sink.outOfSpace || failure?.message.contains("no space left") == true {
+            logger.error("storage file system is full; starting eviction", metadata: ["digest": "\(fill.digest)"])
+            budget.trigger(.noSpace)
         }
         if let failure {
             failures.add(1, ordering: .relaxed)
@@ -140,8 +176,27 @@ final class FillSink: BodySink, @unchecked Sendable {
     private(set) var mediaType = MediaType.octetStream
     /// Set once any 2xx response head arrived (clients waiting for the size have had their answer).
     private(set) var answered = false
+    /// Asks the cache budget whether a blob of this many bytes is kept (it may evict first).
+    let admit: (Int64) -> Bool
+    /// Set once the announced size went through `admit`.
+    private(set) var admitted = false
+    /// Bytes reserved in the budget by that admission (0 when not kept).
+    private(set) var reserved: Int64 = 0
+    /// Set when a write failed for lack of space (ENOSPC / EDQUOT).
+    private(set) var outOfSpace = false
 
-    init(writer: BlobFillWriter) { self.writer = writer }
+    init(writer: BlobFillWriter, admit: @escaping (Int64) -> Bool = { _ in true }) {
+        self.writer = writer
+        self.admit = admit
+    }
+
+    /// Runs the budget's admission once, when the size is first known.
+    private func admitOnce(_ size: Int64?) {
+        guard !admitted, let size else { return }
+        admitted = true
+        writer.keep = admit(size)
+        if writer.keep { reserved = size }
+    }
 
     func begin(_ head: ResponseHead) -> Bool {
         answered = true
@@ -160,20 +215,26 @@ final class FillSink: BodySink, @unchecked Sendable {
                     return false
                 }
                 if let total { try writer.expect(size: total) }
+                admitOnce(total)
             } else {
                 if writer.bytesWritten > 0 { writer.restart() }
                 try writer.expect(size: head.contentLength)
+                admitOnce(head.contentLength)
             }
             return true
         } catch {
-            failure = Self.refusal(error)
+            failure = refusal(error)
             return false
         }
     }
 
-    private static func refusal(_ error: BlobStoreError) -> DistributionError {
+    private func refusal(_ error: BlobStoreError) -> DistributionError {
         if case .tooLarge(let limit) = error {
             return DistributionError(.sizeInvalid, "blob exceeds this mirror's size limit of \(limit) bytes")
+        }
+        if case .noSpace = error {
+            outOfSpace = true
+            return DistributionError(.unavailable, "the mirror's cache storage is full; try again shortly", status: 503)
         }
         return DistributionError(.unavailable, "cannot store blob: \(error)")
     }
@@ -183,7 +244,7 @@ final class FillSink: BodySink, @unchecked Sendable {
             try writer.append(bytes)
             return true
         } catch {
-            failure = Self.refusal(error)
+            failure = refusal(error)
             return false
         }
     }

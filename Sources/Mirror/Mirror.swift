@@ -30,6 +30,8 @@ public struct ServedBlob: Sendable {
     public var size: Int64
     public var mediaType: String
     public var body: BlobBody
+    /// Keeps the blob from being evicted while it is served: hold it until the response body is written.
+    public var lease: BlobLease?
 }
 
 /// The pull-through cache: answers manifests, blobs and tag lists from the local cache and fills it from the
@@ -48,6 +50,12 @@ public final class Mirror: Sendable {
     let logger: Logger
     let fills: BlobFills
     let manifestFlights = SingleFlight<String, ServedManifest>()
+    /// Digests being read, filled or evicted.
+    let use = CacheUse()
+    /// Access times and hit/miss counts, written to the index in batches.
+    let recorder: AccessRecorder
+    /// `max_size` / `min_free` accounting and eviction.
+    let budget: CacheBudget
 
     /// Opens the cache under `storage` (creating `index.sqlite`, `blobs/`, `tmp/`).
     /// - Throws: `BlobStoreError` or a database error when the storage cannot be opened.
@@ -57,11 +65,17 @@ public final class Mirror: Sendable {
         self.index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path)
         self.router = router
         self.logger = logger
-        self.fills = BlobFills(store: store, index: index, configuration: configuration, logger: logger)
+        self.recorder = AccessRecorder(now: configuration.now)
+        self.budget = CacheBudget(index: index, store: store, use: use, recorder: recorder, configuration: configuration, logger: logger)
+        self.fills = BlobFills(store: store, index: index, configuration: configuration, use: use, budget: budget, logger: logger)
     }
 
-    /// Releases the storage directory (its lock) for another process; the mirror must not serve afterwards.
-    public func close() { store.close() }
+    /// Writes pending access times, then releases the storage directory (its lock) for another process; the
+    /// mirror must not serve afterwards.
+    public func close() {
+        try? recorder.flush(to: index)
+        store.close()
+    }
 
     /// Waits until no fill is in flight, at most `seconds`: on shutdown, so verified downloads are committed
     /// to the store rather than thrown away.
@@ -190,15 +204,23 @@ public final class Mirror: Sendable {
             throw DistributionError(.unavailable, "manifest \(name):\(reference): upstream answer changed under verification", status: 502)
         }
         let (body, digest, summary, mediaType) = (response.body, accepted.digest, accepted.summary, accepted.mediaType)
+        recorder.miss()
+        // Held while file and rows are written, so an eviction of the same digest cannot unlink the file
+        // under the new row.
+        let lease = use.acquireForWrite(digest.description)
+        defer { withExtendedLifetime(lease) {} }
         do {
-            if !store.contains(digest) { try store.putManifest(body, mediaType: mediaType, as: digest) }
+            if !store.contains(digest) {
+                try store.putManifest(body, mediaType: mediaType, as: digest)
+                budget.noteStored(Int64(body.count))
+            }
             let children = summary.manifests.map {
                 ManifestChildRecord(parentDigest: digest.description, childDigest: $0.digest.description, kind: "manifest", size: $0.size, platform: $0.platform)
             } + summary.blobs.map {
                 ManifestChildRecord(parentDigest: digest.description, childDigest: $0.digest.description, kind: "blob", size: $0.size, platform: nil)
             }
             try index.insertManifest(ManifestRecord(digest: digest.description, mediaType: mediaType, registry: registry.name, repository: name.value),
-                                     size: Int64(body.count), children: children)
+                                     size: Int64(body.count), children: children, now: configuration.now())
             if case .tag(let tag) = reference {
                 let now = Date()
                 try index.upsertTag(TagRecord(registry: registry.name, repository: name.value, tag: tag.value, digest: digest.description, fetchedAt: now, checkedAt: now))
@@ -206,6 +228,7 @@ public final class Mirror: Sendable {
         } catch {
             // Serving still works from memory; the next request will try to store again.
             logger.error("could not store manifest", metadata: ["digest": "\(digest)", "error": "\(error)"])
+            if case .noSpace = error as? BlobStoreError { budget.trigger(.noSpace) }
         }
         return ServedManifest(digest: digest, mediaType: mediaType, body: body, stale: false)
     }
@@ -246,7 +269,9 @@ public final class Mirror: Sendable {
     /// - Throws: `UNAVAILABLE` (503) when the file is there but cannot be read now (e.g. out of descriptors):
     ///   the content is kept.
     private func cachedManifest(_ digest: Digest) throws(DistributionError) -> ServedManifest? {
-        guard let (record, blobRecord) = try indexRead({ try index.manifest(digest.description) }) else { return nil }
+        let lease = use.acquire(digest.description)
+        defer { withExtendedLifetime(lease) {} }
+        guard let (record, _) = try indexRead({ try index.manifest(digest.description) }) else { return nil }
         switch store.read(digest) {
         case .failure(.missing):
             logger.warning("index row without a file; forgetting it", metadata: ["digest": "\(digest)"])
@@ -261,7 +286,7 @@ public final class Mirror: Sendable {
                 try? index.forgetBlob(digest.description)
                 return nil
             }
-            touch(blobRecord)
+            recorder.hit(digest.description)
             return ServedManifest(digest: digest, mediaType: record.mediaType, body: body, stale: false)
         }
     }
@@ -278,6 +303,8 @@ public final class Mirror: Sendable {
             throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
         }
         let fill: BlobFill
+        let lease = use.acquire(digest.description)
+        recorder.miss()
         do {
             guard let f = try await fills.attach(registry, name, digest) else {
                 if let hit = try cachedBlob(digest) { return hit }
@@ -291,7 +318,7 @@ public final class Mirror: Sendable {
         }
         do {
             let size = try await fill.waitForSize()
-            return ServedBlob(digest: digest, size: size, mediaType: MediaType.octetStream, body: .fill(fill))
+            return ServedBlob(digest: digest, size: size, mediaType: MediaType.octetStream, body: .fill(fill), lease: lease)
         } catch let e as DistributionError {
             throw e
         } catch {
@@ -334,6 +361,8 @@ public final class Mirror: Sendable {
     /// same-size corruption is caught by clients' digest checks.
     /// - Throws: `UNAVAILABLE` (503) when the file exists but cannot be opened now; the content is kept.
     private func cachedBlob(_ digest: Digest) throws(DistributionError) -> ServedBlob? {
+        // Taken before the row is read: from here on no eviction claims the digest.
+        let lease = use.acquire(digest.description)
         guard let record = try indexRead({ try index.blob(digest.description) }) else { return nil }
         switch store.open(digest) {
         case .failure(.io(let why)):
@@ -351,15 +380,9 @@ public final class Mirror: Sendable {
                 try? index.forgetBlob(digest.description)
                 return nil
             }
-            touch(record)
-            return ServedBlob(digest: digest, size: record.size, mediaType: record.mediaType, body: .file(file))
+            // Access times are batched (`AccessRecorder`): hits stay read-only in SQLite.
+            recorder.hit(digest.description)
+            return ServedBlob(digest: digest, size: record.size, mediaType: record.mediaType, body: .file(file), lease: lease)
         }
-    }
-
-    /// Records the access for eviction, at most once a minute per row: hits stay read-only in SQLite.
-    private func touch(_ record: BlobRecord) {
-        let now = Date()
-        guard now.timeIntervalSince(record.lastAccessAt) >= 60 else { return }
-        try? index.touch(record.digest, now: now)
     }
 }

@@ -101,9 +101,14 @@ extension Mirror {
         record.digest = digest.description
         record.nextQuery = nextQuery
         record.filtersApplied = filtersApplied
+        let lease = use.acquireForWrite(digest.description)
+        defer { withExtendedLifetime(lease) {} }
         do {
-            if !store.contains(digest) { try store.put(body, as: digest) }
-            try index.upsertReferrers(record, size: Int64(body.count))
+            if !store.contains(digest) {
+                try store.put(body, as: digest)
+                budget.noteStored(Int64(body.count))
+            }
+            try index.upsertReferrers(record, size: Int64(body.count), now: configuration.now())
         } catch {
             logger.error("could not store referrers", metadata: ["subject": "\(key.subject)", "error": "\(error)"])
         }

@@ -183,7 +183,10 @@ public struct RegistryResponder: HTTPResponder {
         let body = blob.body
         let logger = logger
         let span = range
+        // Held until the body is written (or the client goes away): eviction leaves the blob alone meanwhile.
+        let lease = blob.lease
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(range.count)) { writer in
+            defer { withExtendedLifetime(lease) {} }
             guard span.count > 0 else { return try await writer.finish(nil) }
             do {
                 if case .fill = body {

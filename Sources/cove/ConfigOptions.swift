@@ -61,6 +61,8 @@ struct CheckConfig: ParsableCommand {
                 + "low_speed \(c.network.lowSpeedLimit) B/s for \(c.network.lowSpeedTime)s, cooldown \(c.network.cooldown)s",
             "cache: tag_ttl \(c.cache.tagTTL)s, max_blob_size \(c.cache.maxBlobSize.map { "\($0) bytes" } ?? "unlimited"), "
                 + "max_concurrent_fills \(c.cache.maxConcurrentFills), fill_retries \(c.cache.fillRetries)",
+            "cache budget: max_size \(c.cache.maxSize.map { "\($0) bytes (evicts down to \(Int64(Double($0) * c.cache.lowWatermark)))" } ?? "none"), "
+                + "min_free \(c.cache.minFree)",
         ]
         for r in c.registries {
             lines.append("registry \(r.name): library_prefix \(r.libraryPrefix), auth_hosts [\(r.authHosts.joined(separator: ", "))]")

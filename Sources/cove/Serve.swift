@@ -62,7 +62,7 @@ struct Serve: AsyncParsableCommand {
         // Services stop in reverse order: the server finishes its responses first, then fills still in flight
         // get a few seconds to verify and commit.
         let group = ServiceGroup(configuration: .init(
-            services: [FillDrain(mirror: mirror, logger: logger), app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, logger: logger), app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 
@@ -77,6 +77,15 @@ struct Serve: AsyncParsableCommand {
             logger.warning("could not raise the open-file limit", metadata: ["limit": "\(limit.rlim_max)"])
         }
         #endif
+    }
+}
+
+/// Batched access times and the periodic `min_free` / `max_size` check; stops last, after a final flush.
+struct CacheMaintenance: Service {
+    let mirror: Mirror
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await mirror.maintainCache() }
     }
 }
 

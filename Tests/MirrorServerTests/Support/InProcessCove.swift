@@ -108,12 +108,13 @@ struct CurlResult: Sendable {
 }
 
 /// Runs the `curl` CLI (a real HTTP client) and collects what it received. Bounded by `maxTime` seconds.
-func curl(_ url: String, method: String = "GET", headers: [String] = [], maxTime: Double = 60) async throws -> CurlResult {
+func curl(_ url: String, method: String = "GET", headers: [String] = [], maxTime: Double = 60, limitRate: String? = nil) async throws -> CurlResult {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("curl-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
     let bodyPath = dir.appendingPathComponent("body").path, headPath = dir.appendingPathComponent("head").path
     var args = ["-s", "-o", bodyPath, "-D", headPath, "--max-time", String(maxTime)]
+    if let limitRate { args += ["--limit-rate", limitRate] }
     if method == "HEAD" { args.append("-I") } else if method != "GET" { args += ["-X", method] }
     for h in headers { args += ["-H", h] }
     args.append(url)
