@@ -59,7 +59,7 @@ public struct StatsReport: AdminResponse, Equatable {
             let ratio = hitRatio.map { String(format: "%.1f%%", $0 * 100) } ?? "n/a (no requests yet)"
             rows.append(["hit ratio:", "\(ratio) (\(hits) hits, \(misses) misses since \(since?.isoText ?? "start"))"])
             rows.append(["evictions:", "\(evictions ?? 0) (\(ByteFormat.human(evictedBytes ?? 0)))"])
-            if let reconciliation { rows.append(["start-up reconciliation:", reconciliation]) }
+            if let reconciliation { rows.append(["reconciliation:", reconciliation]) }
         } else {
             rows.append(["hit ratio:", notRunning])
             rows.append(["evictions:", notRunning])

@@ -11,7 +11,7 @@ import Testing
 
 @Suite("Crash safety", .serialized, .timeLimit(.minutes(4)))
 struct CrashSafetyTests {
-    static let iterations = 8
+    static let iterations = 12
     static let blobsPerIteration = 3
 
     @Test("SIGKILL during fills and commits leaves a consistent cache after restart")
@@ -45,7 +45,7 @@ struct CrashSafetyTests {
                 Task { try? await runCommand("curl", ["-s", "-o", "/dev/null", "--max-time", "20", "--noproxy", "*",
                                                       "-H", "Accept: \(image.mediaType)", url], timeout: 30) }
             }
-            try await Task.sleep(for: .milliseconds(Int.random(in: 20...400)))
+            try await Task.sleep(for: .milliseconds(Int.random(in: 10...250)))
             if !server.tmpFiles().isEmpty { killedDuringFill += 1 }
             server.process?.crash()
             for c in clients { _ = await c.value }
@@ -55,6 +55,7 @@ struct CrashSafetyTests {
             #expect(dead.status == 0 || dead.status == 1, "iteration \(iteration):\n\(dead.summary)")
             let visible = deadReport.findings.filter { $0.kind == "mismatch" || $0.kind == "missing" || $0.kind == "unreadable" }
             #expect(visible.isEmpty, "iteration \(iteration): a crash left a visible bad entry: \(visible)")
+            trace("crash test iteration \(iteration): after the kill verify found \(deadReport.kinds())")
         }
 
         // Final restart: reconciliation, verify, independent checks, and pulls.
