@@ -70,8 +70,10 @@ def stop(p):
             p.wait()
 
 
-def wait_status(url, status, deadline):
+def wait_status(url, status, deadline, p=None):
     while time.monotonic() < deadline:
+        if p is not None and p.poll() is not None:
+            raise SystemExit(f"cove exited with {p.returncode} before {url} answered {status}")
         code, body = http_get(url)
         if code == status:
             return body
@@ -135,12 +137,12 @@ def main():
     with open(config, "w") as f:
         # The upstream is never contacted: every request below is a cache hit. offline makes sure of it.
         f.write(f'listen: "127.0.0.1:{port}"\nstorage: "{storage}"\nupstream:\n  url: "http://127.0.0.1:9"\n'
-                f"cache:\n  offline: true\nlog_level: notice\n")
+                f"offline: true\nlog_level: notice\n")
     base = f"http://127.0.0.1:{port}"
     try:
         # 1. The schema, by the product's own migrations.
         p, t0, log = start(cove, config, os.path.join(work, "schema.log"))
-        wait_status(base + "/v2/", 200, time.monotonic() + 60)
+        wait_status(base + "/v2/", 200, time.monotonic() + 60, p)
         stop(p)
         log.close()
         # 2. Synthetic content.
@@ -154,7 +156,7 @@ def main():
             log_path = os.path.join(work, f"run{run}.log")
             p, t0, log = start(cove, config, log_path)
             deadline = t0 + 120
-            wait_status(base + "/v2/", 200, deadline)
+            wait_status(base + "/v2/", 200, deadline, p)
             t_v2 = time.monotonic() - t0
             body = wait_status(f"{base}/v2/bench/blobs/sha256:{hexd}", 200, deadline)
             assert body == data, "served bytes differ"
