@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 // Cove: a pull-through cache for OCI / Docker Registry v2 registries.
 // Targets and their rules: docs/ARCHITECTURE.md. Dependencies point down:
-// cove → MirrorServer → Mirror → {Upstream, BlobStore, CacheIndex} → OCI.
+// cove → {MirrorServer, CacheAdmin} → Mirror → {Upstream, BlobStore, CacheIndex} → OCI.
 import PackageDescription
 
 let package = Package(
@@ -51,6 +51,16 @@ let package = Package(
             ]
         ),
         .target(
+            name: "CacheAdmin",
+            dependencies: [
+                "OCI", "Mirror", "BlobStore", "CacheIndex",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
             name: "MirrorServer",
             dependencies: [
                 "OCI", "Mirror", "BlobStore", "Upstream",
@@ -67,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "cove",
             dependencies: [
-                "OCI", "Mirror", "MirrorServer", "Upstream", "CoveConfig", "BlobStore",
+                "OCI", "Mirror", "MirrorServer", "Upstream", "CoveConfig", "BlobStore", "CacheAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -80,7 +90,7 @@ let package = Package(
         .testTarget(
             name: "MirrorServerTests",
             dependencies: [
-                "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream",
+                "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream", "CacheAdmin",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

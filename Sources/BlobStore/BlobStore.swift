@@ -18,9 +18,11 @@ public struct BlobStore: Sendable {
 
     /// Opens (creating if needed) the store under `root`, takes its lock, and removes orphaned temp files of
     /// fills that were in flight when a previous process died.
+    /// - Parameter removingTemporaryFiles: false for maintenance commands (`cove verify`), which report the
+    ///   leftovers instead of silently deleting them.
     /// - Throws: `BlobStoreError.inUse` when another process holds the storage (its fills must not be
     ///   deleted), `.io` when the directories cannot be created.
-    public init(root: URL) throws(BlobStoreError) {
+    public init(root: URL, removingTemporaryFiles: Bool = true) throws(BlobStoreError) {
         self.root = root
         for dir in [root.appendingPathComponent("blobs"), root.appendingPathComponent("tmp")] {
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
@@ -28,7 +30,7 @@ public struct BlobStore: Sendable {
             }
         }
         lock = try StorageLock(path: root.appendingPathComponent("lock").path)
-        if let orphans = try? FileManager.default.contentsOfDirectory(atPath: tmpDirectory.path) {
+        if removingTemporaryFiles, let orphans = try? FileManager.default.contentsOfDirectory(atPath: tmpDirectory.path) {
             for name in orphans { unlink(tmpDirectory.appendingPathComponent(name).path) }
         }
     }

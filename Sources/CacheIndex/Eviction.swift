@@ -24,15 +24,6 @@ public enum CacheCounter {
 }
 
 extension CacheIndex {
-    /// Rows and bytes the index records.
-    /// - Throws: GRDB's `DatabaseError`.
-    public func totals() throws -> (count: Int, bytes: Int64) {
-        try pool.read { db in
-            let row = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM blob")
-            return (row?["n"] ?? 0, row?["bytes"] ?? 0)
-        }
-    }
-
     /// Least recently used blob rows outside the pinned closure, oldest access first (ties by digest),
     /// committed no later than `createdBefore` (younger content is never a candidate).
     /// - Parameters:

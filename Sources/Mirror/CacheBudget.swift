@@ -287,7 +287,7 @@ final class CacheBudget: Sendable {
         }
         let report = EvictionReport(
             trigger: why, dryRun: dryRun, evicted: evicted, bytesFreed: freed, bytesToFree: Swift.max(0, toFree),
-            objectsBefore: before.count, bytesBefore: before.bytes, objectsAfter: before.count - evicted.count, bytesAfter: before.bytes - freed,
+            objectsBefore: before.blobs, bytesBefore: before.bytes, objectsAfter: before.blobs - evicted.count, bytesAfter: before.bytes - freed,
             freeBefore: sp?.available, freeAfter: dryRun ? sp?.available : space()?.available,
             maxSize: configuration.maxSize, minFreeBytes: minBytes, skippedInUse: skipped)
         if !dryRun {

@@ -56,6 +56,8 @@ public final class Mirror: Sendable {
     let recorder: AccessRecorder
     /// `max_size` / `min_free` accounting and eviction.
     let budget: CacheBudget
+    /// Hits, misses and evictions since start (`cove stats`).
+    public let counters = CacheCounters()
 
     /// Opens the cache under `storage` (creating `index.sqlite`, `blobs/`, `tmp/`).
     /// - Throws: `BlobStoreError` or a database error when the storage cannot be opened.
@@ -106,7 +108,7 @@ public final class Mirror: Sendable {
         let upstreamName = registry.upstreamName(for: name)
         switch reference {
         case .digest(let digest):
-            if let cached = try cachedManifest(digest) { return cached }
+            if let cached = try cachedManifest(digest) { counters.recordHit(); return cached }
             try requireOnline("manifest \(name)@\(digest)", code: .manifestUnknown)
             return try await flight("\(registry.name)/\(upstreamName)@\(digest)") { [self] () throws(DistributionError) in
                 if let cached = try cachedManifest(digest) { return cached }
@@ -116,6 +118,7 @@ public final class Mirror: Sendable {
             if let record = try indexRead({ try index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value) }),
                let digest = try? Digest(record.digest), let cached = try cachedManifest(digest),
                configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
+                counters.recordHit()
                 return cached
             }
             try requireOnline("manifest \(name):\(tag)", code: .manifestUnknown)
@@ -142,6 +145,7 @@ public final class Mirror: Sendable {
     }
 
     private func flight(_ key: String, _ op: @escaping @Sendable () async throws(DistributionError) -> ServedManifest) async throws(DistributionError) -> ServedManifest {
+        counters.recordMiss()
         do {
             return try await manifestFlights.run(key) { try await op() }
         } catch let e as DistributionError {
@@ -298,7 +302,8 @@ public final class Mirror: Sendable {
     ///   for upstream failures; `SIZE_INVALID` when it exceeds the configured maximum size; `UNAVAILABLE`
     ///   when the fill fails before its size is known.
     public func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
-        if let hit = try cachedBlob(digest) { return hit }
+        if let hit = try cachedBlob(digest) { counters.recordHit(); return hit }
+        counters.recordMiss()
         if configuration.offline, await fills.inFlight(digest) == nil {
             throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
         }

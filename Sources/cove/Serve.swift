@@ -1,4 +1,5 @@
 import ArgumentParser
+import CacheAdmin
 import CoveConfig
 import Foundation
 import Hummingbird
@@ -41,6 +42,7 @@ struct Serve: AsyncParsableCommand {
         let router = UpstreamRouter(registries: config.effectiveRegistries, defaultName: config.defaultRegistry,
                                     allowAnyRegistry: config.allowAnyRegistry, ignoresNamespace: config.ignoresNamespace, adHocTemplate: template, logger: Logger(label: "cove.upstream"))
         let storage = URL(fileURLWithPath: config.storage)
+        let openedAt = Date()
         let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
         raiseFileLimit(logger: logger)
         let app = Application(
@@ -61,8 +63,14 @@ struct Serve: AsyncParsableCommand {
         )
         // Services stop in reverse order: the server finishes its responses first, then fills still in flight
         // get a few seconds to verify and commit.
+        // Start-up reconciliation runs beside serving; the admin socket serves `cove verify/stats/ls`.
+        let reconciliation = StartupReconciliation(store: mirror.store, index: mirror.index, startedAt: openedAt, logger: Logger(label: "cove.reconcile"))
+        let admin = AdminSocketService(path: AdminChannel.socketPath(storage: storage),
+                                       cache: CacheAdmin(mirror: mirror, reconciliation: reconciliation, logger: Logger(label: "cove.admin")),
+                                       logger: Logger(label: "cove.admin"))
         let group = ServiceGroup(configuration: .init(
-            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, logger: logger), app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, logger: logger), app, ReconciliationService(reconciliation: reconciliation), admin],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

@@ -127,6 +127,20 @@ final class ProcessHandle: @unchecked Sendable {
         }
     }
 
+    /// SIGKILL at once, like a crash or the OOM killer (the child and its `timeout` wrapper, which leads the
+    /// process group), then waits until it is gone. Idempotent.
+    func crash() {
+        lock.lock()
+        defer { lock.unlock() }
+        if stopped { return }
+        stopped = true
+        guard process.isRunning else { return }
+        kill(-process.processIdentifier, SIGKILL)
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(5_000) }
+        trace("killed \(name) with SIGKILL")
+    }
+
     var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
     var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
 

@@ -1,0 +1,61 @@
+import BlobStore
+import Foundation
+
+/// How a maintenance command reaches the cache: in this process when it can take the storage lock (no server
+/// runs, and none can start meanwhile), else through the running server's admin socket.
+public enum AdminChannel {
+    /// Where the command ran.
+    public enum Route: String, Sendable {
+        case inProcess = "in-process"
+        case server
+    }
+
+    /// The admin socket of the server owning `storage`: `<storage>/admin.sock`.
+    public static func socketPath(storage: URL) -> String {
+        storage.standardizedFileURL.path + "/admin.sock"
+    }
+
+    /// Runs `command` with `request` against the cache at `storage`.
+    ///
+    /// Tries the storage lock first (non-blocking); if a server holds it, sends the request over the admin
+    /// socket. A server that is starting (lock taken, socket not yet bound) or stopping is retried every 100 ms
+    /// for `patience` seconds.
+    /// - Parameter open: opens the cache in this process (default `CacheAdmin.openInProcess`); must throw
+    ///   `BlobStoreError.inUse` when the storage is locked.
+    /// - Returns: the answer and where it was computed.
+    /// - Throws: `AdminError` when neither path works; the server's error or the command's error otherwise.
+    public static func run<C: AdminCommand>(
+        _ command: C.Type, _ request: C.Request, storage: URL, patience: Double = 5,
+        open: (URL) throws -> CacheAdmin = CacheAdmin.openInProcess
+    ) async throws -> (response: C.Response, route: Route) {
+        let socket = socketPath(storage: storage)
+        let body = try AdminCoding.encoder.encode(request)
+        let deadline = ContinuousClock.now + .milliseconds(Int(patience * 1000))
+        var lastFailure = "no attempt"
+        while true {
+            do {
+                let cache = try open(storage)
+                defer { cache.close() }
+                return (try await C.run(request, on: cache), .inProcess)
+            } catch BlobStoreError.inUse(_) {
+                // A server (or another command) holds the storage: ask it.
+            }
+            do {
+                let (status, data) = try await AdminClient.post(socketPath: socket, command: C.name, body: body)
+                switch status {
+                case 200: return (try AdminCoding.decoder.decode(C.Response.self, from: data), .server)
+                case 404 where String(decoding: data, as: UTF8.self).contains("unknown command"): throw AdminError.unknownCommand(C.name)
+                default:
+                    let message = (try? JSONDecoder().decode(AdminFailureBody.self, from: data))?.error ?? String(decoding: data.prefix(500), as: UTF8.self)
+                    throw AdminError.server(status, message)
+                }
+            } catch AdminClient.Failure.unreachable(let why) {
+                lastFailure = why
+            } catch AdminClient.Failure.protocolError(let why) {
+                lastFailure = why
+            }
+            guard ContinuousClock.now < deadline else { throw AdminError.serverUnreachable(socket, lastFailure) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}

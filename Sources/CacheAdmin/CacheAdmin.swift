@@ -1,0 +1,96 @@
+import BlobStore
+import CacheIndex
+import Foundation
+import Logging
+import Mirror
+import OCI
+
+/// The cache as the maintenance commands see it: the store and the index, plus the running server's state
+/// when the command runs inside `cove serve`.
+public final class CacheAdmin: Sendable {
+    public let store: BlobStore
+    public let index: CacheIndex
+    /// The running server's mirror (its counters; the eviction engine's entry point); nil when the command runs
+    /// in the CLI process, i.e. no server holds the storage.
+    public let mirror: Mirror?
+    /// The running server's start-up reconciliation; nil in the CLI process.
+    public let reconciliation: StartupReconciliation?
+    let logger: Logger
+
+    /// The running server's view: `mirror`'s store and index.
+    public init(mirror: Mirror, reconciliation: StartupReconciliation?, logger: Logger) {
+        store = mirror.store
+        index = mirror.index
+        self.mirror = mirror
+        self.reconciliation = reconciliation
+        self.logger = logger
+    }
+
+    /// A view without a server (the CLI process holds the storage lock through `store`).
+    public init(store: BlobStore, index: CacheIndex, logger: Logger) {
+        self.store = store
+        self.index = index
+        mirror = nil
+        reconciliation = nil
+        self.logger = logger
+    }
+
+    /// True inside a running server: other writers (fills, eviction) may change the store meanwhile.
+    public var isServer: Bool { mirror != nil }
+
+    /// Opens the storage at `storage` for a command in this process: takes the storage lock (without clearing
+    /// `tmp/`, so `verify` can report leftovers) and opens the index.
+    /// - Throws: `AdminError.noStorage` when the directory does not exist; `BlobStoreError.inUse` when a
+    ///   server (or another command) holds the lock; `BlobStoreError.io` or a database error otherwise.
+    public static func openInProcess(storage: URL) throws -> CacheAdmin {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: storage.path, isDirectory: &isDir), isDir.boolValue else {
+            throw AdminError.noStorage(storage.path)
+        }
+        let store = try BlobStore(root: storage, removingTemporaryFiles: false)
+        do {
+            let index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path)
+            var logger = Logger(label: "cove.admin")
+            logger.logLevel = .critical
+            return CacheAdmin(store: store, index: index, logger: logger)
+        } catch {
+            store.close()
+            throw error
+        }
+    }
+
+    /// Releases the storage lock of an in-process view (a server's view is left alone).
+    public func close() {
+        if mirror == nil { store.close() }
+    }
+
+    /// The configured size limit in bytes, nil for none.
+    /// Hook for issue8-evict: return the eviction engine's `cache.max_size` here.
+    var sizeLimit: Int64? { nil }
+
+    /// Whether `digest` is pinned; nil while Cove has no pins (`ls` prints "-").
+    /// Hook for issue8-evict: answer from the `pin` table.
+    func isPinned(registry: String, repository: String, tag: String?, digest: String) -> Bool? { nil }
+}
+
+/// Why an admin command could not run at all (as opposed to a command that ran and found problems).
+public enum AdminError: Error, Sendable, CustomStringConvertible {
+    /// The storage directory does not exist.
+    case noStorage(String)
+    /// A process holds the storage but nothing answers on its admin socket (path, last error).
+    case serverUnreachable(String, String)
+    /// The server answered with an error (status, message).
+    case server(Int, String)
+    /// The server does not know the command (an older `cove serve`).
+    case unknownCommand(String)
+
+    public var description: String {
+        switch self {
+        case .noStorage(let p): "storage directory \(p) does not exist"
+        case .serverUnreachable(let p, let why):
+            "the storage is in use by another process, but nothing answers on its admin socket \(p) (\(why)); is it a Cove server of another version, or still starting?"
+        case .server(let status, let m): "the server answered \(status): \(m)"
+        case .unknownCommand(let c): "the running server does not know the command \(c); restart it with this version of cove"
+        }
+    }
+}

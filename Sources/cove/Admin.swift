@@ -1,0 +1,85 @@
+import ArgumentParser
+import CacheAdmin
+import Foundation
+
+// `cove verify`, `cove stats`, `cove ls`: maintenance commands that work whether or not `cove serve` runs on the
+// same storage (AdminChannel: in this process under the storage lock, else through `<storage>/admin.sock`).
+// Exit status: what the command says (verify: 1 when it found problems; ls REPOSITORY: 1 when nothing
+// matches), 2 when it could not run at all.
+
+/// Flags every maintenance command has.
+struct AdminOutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print the answer as JSON instead of text.")
+    var json = false
+}
+
+/// Runs `command` against the configured storage, prints its answer and exits with its status.
+func runAdmin<C: AdminCommand>(_ command: C.Type, _ request: C.Request, options: ConfigOptions, output: AdminOutputOptions) async throws {
+    let config = try options.load()
+    let storage = URL(fileURLWithPath: config.storage)
+    let response: C.Response
+    do {
+        response = try await AdminChannel.run(command, request, storage: storage).response
+    } catch let error as AdminError {
+        FileHandle.standardError.write(Data("cove \(C.name): \(error)\n".utf8))
+        throw ExitCode(2)
+    } catch {
+        FileHandle.standardError.write(Data("cove \(C.name): \(error)\n".utf8))
+        throw ExitCode(2)
+    }
+    if output.json {
+        print(String(decoding: try AdminCoding.encoder.encode(response), as: UTF8.self))
+    } else {
+        print(response.text)
+    }
+    if response.exitStatus != 0 { throw ExitCode(response.exitStatus) }
+}
+
+/// `cove verify [--repair]`.
+struct VerifyCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Re-hash every cached blob and manifest; report mismatches, missing files, orphan files and leftover temp files.",
+        discussion: "Exit status 1 when anything was found (even if --repair removed it), 2 when the check could not run.")
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var output: AdminOutputOptions
+
+    @Flag(name: .long, help: "Remove what is wrong from the index and the disk (it is fetched again on demand).")
+    var repair = false
+
+    func run() async throws {
+        try await runAdmin(VerifyCommand.self, .init(repair: repair), options: options, output: output)
+    }
+}
+
+/// `cove stats`.
+struct StatsCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats",
+        abstract: "Print blobs, bytes, size limit, hit ratio and evictions (the last two from a running server).")
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var output: AdminOutputOptions
+
+    func run() async throws {
+        try await runAdmin(StatsCommand.self, .init(), options: options, output: output)
+    }
+}
+
+/// `cove ls [REPOSITORY]`.
+struct ListCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List cached repositories, or one repository's tags and images with digests, sizes, last access and pins.")
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var output: AdminOutputOptions
+
+    @Argument(help: "A repository (library/busybox, docker.io/library/busybox, busybox); all repositories when omitted.")
+    var repository: String?
+
+    func run() async throws {
+        try await runAdmin(ListCommand.self, .init(repository: repository), options: options, output: output)
+    }
+}

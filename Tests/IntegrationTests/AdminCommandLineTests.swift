@@ -1,0 +1,85 @@
+// `cove verify`, `cove stats`, `cove ls` as an operator runs them: the real binary, against a storage a real
+// `cove serve` filled from a real registry, with the server running (admin socket) and stopped (in-process).
+import Foundation
+import Testing
+
+@Suite("Admin commands (CLI)", .serialized, .timeLimit(.minutes(3)))
+struct AdminCommandLineTests {
+    @Test("verify, stats and ls through a running server's admin socket and without a server")
+    func commandsBothWays() async throws {
+        let f = try await Fixture(mode: .plain)
+        defer { f.shutdown() }
+        try await f.push("single", to: "team/app")
+        let image = f.image("single")
+        let server = try CoveServer(f, name: "admin")
+        try await server.start()
+        let accept = "Accept: \(image.mediaType)"
+        #expect(try await httpRequest("GET", "\(server.url)/v2/team/app/manifests/v1", headers: [accept]).status == 200)
+        for b in image.blobs { #expect(try await httpRequest("GET", "\(server.url)/v2/team/app/blobs/\(b.digest)").status == 200) }
+        #expect(try await httpRequest("GET", "\(server.url)/v2/team/app/blobs/\(image.blobs[0].digest)").status == 200)  // a hit
+        let total = image.size + image.blobs.reduce(0) { $0 + $1.size }
+
+        // Through the socket.
+        var st = stat()
+        #expect(lstat(server.storage + "/admin.sock", &st) == 0 && (st.st_mode & 0o777) == 0o600)
+        let stats = try await server.command(["stats"])
+        #expect(stats.status == 0, "\(stats.summary)")
+        func field(_ text: String, _ label: String) -> String {
+            let line = text.split(separator: "\n").first { $0.hasPrefix(label + ":") } ?? ""
+            return line.dropFirst(label.count + 1).trimmingCharacters(in: .whitespaces)
+        }
+        #expect(field(stats.stdoutText, "blobs") == "\(image.blobs.count + 1)", "\(stats.stdoutText)")
+        #expect(field(stats.stdoutText, "bytes").hasPrefix("\(total) ("))
+        #expect(field(stats.stdoutText, "limit") == "none")
+        #expect(field(stats.stdoutText, "hit ratio").contains("(1 hits, \(image.blobs.count + 1) misses"), "\(stats.stdoutText)")
+        #expect(field(stats.stdoutText, "evictions") == "0 (0 B)")
+        #expect(field(stats.stdoutText, "reconciliation").hasPrefix("done"))
+        let ls = try await server.command(["ls"])
+        #expect(ls.status == 0)
+        let lines = ls.stdoutText.split(separator: "\n")
+        #expect(lines.first?.hasPrefix("REPOSITORY") == true && lines.first?.hasSuffix("PINNED") == true)
+        #expect(lines.count == 2 && lines[1].contains("/team/app") && lines[1].hasSuffix("-"), "\(ls.stdoutText)")
+        let lsRepo = try await server.command(["ls", "team/app"])
+        #expect(lsRepo.status == 0 && lsRepo.stdoutText.contains("v1") && lsRepo.stdoutText.contains(image.digest), "\(lsRepo.stdoutText)")
+        #expect(try await server.command(["ls", "team/nothing"]).status == 1)
+        let (ok, okReport) = try await server.verify()
+        #expect(ok.status == 0 && okReport.findings.isEmpty && okReport.checkedRows == image.blobs.count + 1)
+
+        // A flipped byte and a missing file, found through the socket.
+        let layer = image.blobs.max { $0.size < $1.size }!, config = image.blobs.min { $0.size < $1.size }!
+        let layerPath = server.storage + "/blobs/sha256/\(layer.digest.dropFirst(7).prefix(2))/\(layer.digest.dropFirst(7))"
+        let configPath = server.storage + "/blobs/sha256/\(config.digest.dropFirst(7).prefix(2))/\(config.digest.dropFirst(7))"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: layerPath))
+        bytes[bytes.count / 2] ^= 0x80
+        try bytes.write(to: URL(fileURLWithPath: layerPath))
+        try FileManager.default.removeItem(atPath: configPath)
+        let bad = try await server.command(["verify"])
+        #expect(bad.status == 1)
+        #expect(bad.stdoutText.contains("MISMATCH\t\(layer.digest)") && bad.stdoutText.contains("MISSING\t\(config.digest)"), "\(bad.stdoutText)")
+        let (repaired, repairedReport) = try await server.verify(repair: true)
+        #expect(repaired.status == 1 && repairedReport.findings.count == 2 && repairedReport.findings.allSatisfy(\.repaired))
+        #expect(try await server.verify().0.status == 0)
+        // The server fetches them again.
+        #expect(try await httpRequest("GET", "\(server.url)/v2/team/app/blobs/\(layer.digest)").status == 200)
+
+        // Without a server: the socket is gone, the commands run in-process with the same answers.
+        server.process?.stop()
+        #expect(!FileManager.default.fileExists(atPath: server.storage + "/admin.sock"))
+        let offlineStats = try await server.command(["stats"])
+        #expect(offlineStats.status == 0 && field(offlineStats.stdoutText, "hit ratio") == "n/a (no server running)", "\(offlineStats.summary)")
+        let offlineLs = try await server.command(["ls", "team/app"])
+        #expect(offlineLs.status == 0 && offlineLs.stdoutText.contains(image.digest), "\(offlineLs.summary)")
+        let (clean, _) = try await server.verify()
+        #expect(clean.status == 0, "\(clean.summary)")
+        var again = try Data(contentsOf: URL(fileURLWithPath: layerPath))
+        again[0] ^= 0x01
+        try again.write(to: URL(fileURLWithPath: layerPath))
+        let offlineBad = try await server.command(["verify"])
+        #expect(offlineBad.status == 1 && offlineBad.stdoutText.contains("MISMATCH\t\(layer.digest)"), "\(offlineBad.summary)")
+        #expect(try await server.command(["verify", "--repair"]).status == 1)
+        #expect(try await server.command(["verify"]).status == 0)
+        // A storage that does not exist is an error (2), not an empty cache.
+        let missing = try await runCommand(try coveBinary(), ["stats", "--storage", f.dir.appendingPathComponent("nowhere").path], timeout: 30)
+        #expect(missing.status == 2 && missing.stderrText.contains("does not exist"))
+    }
+}
