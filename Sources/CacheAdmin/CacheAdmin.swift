@@ -17,13 +17,18 @@ public final class CacheAdmin: Sendable {
     public let reconciliation: StartupReconciliation?
     let logger: Logger
 
-    /// The running server's view: `mirror`'s store and index.
-    public init(mirror: Mirror, reconciliation: StartupReconciliation?, logger: Logger) {
+    /// True inside a running server: other writers (fills, eviction) may change the store meanwhile.
+    public let isServer: Bool
+
+    /// A view through `mirror`'s store and index: the running server's (`inServer`), or a mirror the CLI process
+    /// opened under the storage lock (then nothing else writes meanwhile).
+    public init(mirror: Mirror, reconciliation: StartupReconciliation?, logger: Logger, inServer: Bool = true) {
         store = mirror.store
         index = mirror.index
         self.mirror = mirror
         self.reconciliation = reconciliation
         self.logger = logger
+        isServer = inServer
     }
 
     /// A view without a server (the CLI process holds the storage lock through `store`).
@@ -33,10 +38,8 @@ public final class CacheAdmin: Sendable {
         mirror = nil
         reconciliation = nil
         self.logger = logger
+        isServer = false
     }
-
-    /// True inside a running server: other writers (fills, eviction) may change the store meanwhile.
-    public var isServer: Bool { mirror != nil }
 
     /// Opens the storage at `storage` for a command in this process: takes the storage lock (without clearing
     /// `tmp/`, so `verify` can report leftovers) and opens the index.
@@ -61,16 +64,19 @@ public final class CacheAdmin: Sendable {
 
     /// Releases the storage lock of an in-process view (a server's view is left alone).
     public func close() {
-        if mirror == nil { store.close() }
+        guard !isServer else { return }
+        if let mirror { mirror.close() } else { store.close() }
     }
 
-    /// The configured size limit in bytes, nil for none.
-    /// Hook for issue8-evict: return the eviction engine's `cache.max_size` here.
-    var sizeLimit: Int64? { nil }
+    /// The configured size limit (`cache.max_size`) in bytes, nil for none or when opened without a configuration.
+    var sizeLimit: Int64? { mirror?.configuration.maxSize }
 
-    /// Whether `digest` is pinned; nil while Cove has no pins (`ls` prints "-").
-    /// Hook for issue8-evict: answer from the `pin` table.
-    func isPinned(registry: String, repository: String, tag: String?, digest: String) -> Bool? { nil }
+    /// The mirror the eviction and pin commands need.
+    /// - Throws: `AdminError.needsConfiguration` for a view opened without one.
+    func requireMirror(_ command: String) throws -> Mirror {
+        guard let mirror else { throw AdminError.needsConfiguration(command) }
+        return mirror
+    }
 }
 
 /// Why an admin command could not run at all (as opposed to a command that ran and found problems).
@@ -83,6 +89,8 @@ public enum AdminError: Error, Sendable, CustomStringConvertible {
     case server(Int, String)
     /// The server does not know the command (an older `cove serve`).
     case unknownCommand(String)
+    /// The command needs the cache's configuration (limits, registries) and was given only a storage path.
+    case needsConfiguration(String)
 
     public var description: String {
         switch self {
@@ -91,6 +99,7 @@ public enum AdminError: Error, Sendable, CustomStringConvertible {
             "the storage is in use by another process, but nothing answers on its admin socket \(p) (\(why)); is it a Cove server of another version, or still starting?"
         case .server(let status, let m): "the server answered \(status): \(m)"
         case .unknownCommand(let c): "the running server does not know the command \(c); restart it with this version of cove"
+        case .needsConfiguration(let c): "\(c) needs the cache's configuration (open it with the configuration, as the cove CLI does)"
         }
     }
 }

@@ -97,6 +97,8 @@ extension CacheAdmin {
         }
         func bytes(_ digests: Set<String>) -> Int64 { digests.reduce(0) { $0 + (blobs[$1]?.size ?? 0) } }
 
+        // Digests a pin protects (pinned images, what pinned tags resolve to, and their children).
+        let pinned = try index.pinnedDigests()
         struct Key: Hashable { var registry: String; var repository: String }
         var tagged: [Key: [TagRecord]] = [:]
         for t in catalog.tags { tagged[Key(registry: t.registry, repository: t.repository), default: []].append(t) }
@@ -111,12 +113,12 @@ extension CacheAdmin {
                 Listing.Image(registry: key.registry, repository: key.repository, tag: t.tag, digest: t.digest,
                               mediaType: manifests[t.digest]?.mediaType, bytes: bytes(closure(t.digest)),
                               lastAccess: blobs[t.digest]?.lastAccessAt,
-                              pinned: isPinned(registry: key.registry, repository: key.repository, tag: t.tag, digest: t.digest))
+                              pinned: pinned.contains(t.digest))
             }
             let fromDigests = (untagged[key] ?? []).sorted { $0.digest < $1.digest }.map { m in
                 Listing.Image(registry: key.registry, repository: key.repository, tag: nil, digest: m.digest, mediaType: m.mediaType,
                               bytes: bytes(closure(m.digest)), lastAccess: blobs[m.digest]?.lastAccessAt,
-                              pinned: isPinned(registry: key.registry, repository: key.repository, tag: nil, digest: m.digest))
+                              pinned: pinned.contains(m.digest))
             }
             return fromTags + fromDigests
         }

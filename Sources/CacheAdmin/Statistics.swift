@@ -15,7 +15,8 @@ public struct StatsCommand: AdminCommand {
     }
 }
 
-/// Cache size and, from a running server, its counters since it started.
+/// Cache size, limit and counters. Hits, misses and evictions are totals kept in the index (a running server
+/// adds what it has not flushed yet), so they survive restarts and read the same with or without a server.
 public struct StatsReport: AdminResponse, Equatable {
     /// Blob rows (manifests and referrers lists included).
     public var blobs: Int
@@ -27,63 +28,53 @@ public struct StatsReport: AdminResponse, Equatable {
     public var bytes: Int64
     /// Configured size limit in bytes; nil for none.
     public var limitBytes: Int64?
-    /// True when the numbers come from a running server (counters below are set).
+    /// True when the numbers come from a running server.
     public var serverRunning: Bool
-    /// When the server's counters started.
-    public var since: Date?
-    /// Manifest and blob requests answered from the cache / fetched upstream, since `since`.
-    public var hits: Int?
-    public var misses: Int?
-    /// Entries evicted since `since`, and their bytes.
-    public var evictions: Int?
-    public var evictedBytes: Int64?
+    /// Manifest and blob requests answered from the cache / that went upstream, in total.
+    public var hits: Int64
+    public var misses: Int64
+    /// Objects evicted in total, and their bytes.
+    public var evictions: Int64
+    public var evictedBytes: Int64
     /// The running server's start-up reconciliation: "running" or what it did.
     public var reconciliation: String?
 
-    /// hits / (hits + misses), nil without a server or without requests.
+    /// hits / (hits + misses), nil before any request.
     public var hitRatio: Double? {
-        guard let hits, let misses, hits + misses > 0 else { return nil }
-        return Double(hits) / Double(hits + misses)
+        hits + misses > 0 ? Double(hits) / Double(hits + misses) : nil
     }
 
     public var text: String {
-        let notRunning = "n/a (no server running)"
+        let ratio = hitRatio.map { String(format: "%.1f%%", $0 * 100) } ?? "n/a (no requests yet)"
         var rows = [
             ["blobs:", "\(blobs)"],
             ["manifests:", "\(manifests)"],
             ["tags:", "\(tags)"],
             ["bytes:", "\(bytes) (\(ByteFormat.human(bytes)))"],
             ["limit:", limitBytes.map { "\($0) (\(ByteFormat.human($0)))" } ?? "none"],
+            ["hit ratio:", "\(ratio) (\(hits) hits, \(misses) misses in total)"],
+            ["evictions:", "\(evictions) (\(ByteFormat.human(evictedBytes)))"],
+            ["server:", serverRunning ? "running" : "not running"],
         ]
-        if serverRunning, let hits, let misses {
-            let ratio = hitRatio.map { String(format: "%.1f%%", $0 * 100) } ?? "n/a (no requests yet)"
-            rows.append(["hit ratio:", "\(ratio) (\(hits) hits, \(misses) misses since \(since?.isoText ?? "start"))"])
-            rows.append(["evictions:", "\(evictions ?? 0) (\(ByteFormat.human(evictedBytes ?? 0)))"])
-            if let reconciliation { rows.append(["reconciliation:", reconciliation]) }
-        } else {
-            rows.append(["hit ratio:", notRunning])
-            rows.append(["evictions:", notRunning])
-        }
+        if let reconciliation { rows.append(["reconciliation:", reconciliation]) }
         let width = rows.map { $0[0].count }.max() ?? 0
         return rows.map { $0[0].padding(toLength: width, withPad: " ", startingAt: 0) + " " + $0[1] }.joined(separator: "\n")
     }
 }
 
 extension CacheAdmin {
-    /// Counts from the index; counters from the running server when there is one.
+    /// Counts and counters from the index, plus what a running server has not flushed yet.
     /// - Throws: a database error.
     public func stats() throws -> StatsReport {
         let t = try index.totals()
-        var r = StatsReport(blobs: t.blobs, manifests: t.manifests, tags: t.tags, bytes: t.bytes, limitBytes: sizeLimit,
-                            serverRunning: isServer)
-        if let counters = mirror?.counters {
-            r.since = counters.since
-            r.hits = counters.hits
-            r.misses = counters.misses
-            r.evictions = counters.evictions
-            r.evictedBytes = counters.evictedBytes
-            r.reconciliation = reconciliation?.statusText
+        var (hits, misses) = (try index.counter(CacheCounter.hits), try index.counter(CacheCounter.misses))
+        if let pending = mirror?.pendingRequestCounts {
+            hits += pending.hits
+            misses += pending.misses
         }
-        return r
+        return StatsReport(blobs: t.blobs, manifests: t.manifests, tags: t.tags, bytes: t.bytes, limitBytes: sizeLimit,
+                           serverRunning: isServer, hits: hits, misses: misses,
+                           evictions: try index.counter(CacheCounter.evictions), evictedBytes: try index.counter(CacheCounter.evictedBytes),
+                           reconciliation: reconciliation?.statusText)
     }
 }

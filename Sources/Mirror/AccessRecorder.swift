@@ -3,7 +3,8 @@ import Foundation
 import Synchronization
 
 /// Collects cache accesses in memory and writes them to the index in one transaction per flush, so a hit
-/// never writes SQLite itself. Also counts hits and misses for `cove stats`.
+/// never writes SQLite itself. Also counts requests answered from the cache (hits) and requests that went
+/// upstream (misses) for `cove stats`, persisted with the same flush.
 final class AccessRecorder: Sendable {
     struct Pending {
         var times: [String: Date] = [:]
@@ -16,17 +17,20 @@ final class AccessRecorder: Sendable {
 
     init(now: @escaping @Sendable () -> Date) { self.now = now }
 
-    /// Records a hit on `digest` at the injected clock's time.
+    /// Records an access to `digest` at the injected clock's time (for LRU).
     func hit(_ digest: String) {
         let t = now()
-        pending.withLock { p in
-            p.times[digest] = t
-            p.hits += 1
-        }
+        pending.withLock { $0.times[digest] = t }
     }
 
-    /// Records a request that had to go upstream.
+    /// Counts a manifest or blob request answered from the cache.
+    func countHit() { pending.withLock { $0.hits += 1 } }
+
+    /// Counts a manifest or blob request that had to go upstream.
     func miss() { pending.withLock { $0.misses += 1 } }
+
+    /// Hits and misses counted but not flushed yet.
+    var pendingCounts: (hits: Int64, misses: Int64) { pending.withLock { ($0.hits, $0.misses) } }
 
     /// Accesses not yet written.
     var pendingCount: Int { pending.withLock { $0.times.count } }

@@ -56,14 +56,15 @@ public final class Mirror: Sendable {
     let recorder: AccessRecorder
     /// `max_size` / `min_free` accounting and eviction.
     let budget: CacheBudget
-    /// Hits, misses and evictions since start (`cove stats`).
-    public let counters = CacheCounters()
 
     /// Opens the cache under `storage` (creating `index.sqlite`, `blobs/`, `tmp/`).
+    /// - Parameter removingTemporaryFiles: clear `tmp/` (fills a previous process left); false for maintenance
+    ///   commands, so `cove verify` can report them.
     /// - Throws: `BlobStoreError` or a database error when the storage cannot be opened.
-    public init(storage: URL, router: UpstreamRouter, configuration: MirrorConfiguration, logger: Logger) throws {
+    public init(storage: URL, router: UpstreamRouter, configuration: MirrorConfiguration, logger: Logger,
+                removingTemporaryFiles: Bool = true) throws {
         self.configuration = configuration
-        self.store = try BlobStore(root: storage)
+        self.store = try BlobStore(root: storage, removingTemporaryFiles: removingTemporaryFiles)
         self.index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path)
         self.router = router
         self.logger = logger
@@ -108,7 +109,7 @@ public final class Mirror: Sendable {
         let upstreamName = registry.upstreamName(for: name)
         switch reference {
         case .digest(let digest):
-            if let cached = try cachedManifest(digest) { counters.recordHit(); return cached }
+            if let cached = try cachedManifest(digest) { recorder.countHit(); return cached }
             try requireOnline("manifest \(name)@\(digest)", code: .manifestUnknown)
             return try await flight("\(registry.name)/\(upstreamName)@\(digest)") { [self] () throws(DistributionError) in
                 if let cached = try cachedManifest(digest) { return cached }
@@ -118,7 +119,7 @@ public final class Mirror: Sendable {
             if let record = try indexRead({ try index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value) }),
                let digest = try? Digest(record.digest), let cached = try cachedManifest(digest),
                configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
-                counters.recordHit()
+                recorder.countHit()
                 return cached
             }
             try requireOnline("manifest \(name):\(tag)", code: .manifestUnknown)
@@ -145,7 +146,7 @@ public final class Mirror: Sendable {
     }
 
     private func flight(_ key: String, _ op: @escaping @Sendable () async throws(DistributionError) -> ServedManifest) async throws(DistributionError) -> ServedManifest {
-        counters.recordMiss()
+        recorder.miss()
         do {
             return try await manifestFlights.run(key) { try await op() }
         } catch let e as DistributionError {
@@ -208,7 +209,6 @@ public final class Mirror: Sendable {
             throw DistributionError(.unavailable, "manifest \(name):\(reference): upstream answer changed under verification", status: 502)
         }
         let (body, digest, summary, mediaType) = (response.body, accepted.digest, accepted.summary, accepted.mediaType)
-        recorder.miss()
         // Held while file and rows are written, so an eviction of the same digest cannot unlink the file
         // under the new row.
         let lease = use.acquireForWrite(digest.description)
@@ -302,14 +302,13 @@ public final class Mirror: Sendable {
     ///   for upstream failures; `SIZE_INVALID` when it exceeds the configured maximum size; `UNAVAILABLE`
     ///   when the fill fails before its size is known.
     public func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
-        if let hit = try cachedBlob(digest) { counters.recordHit(); return hit }
-        counters.recordMiss()
+        if let hit = try cachedBlob(digest) { recorder.countHit(); return hit }
+        recorder.miss()
         if configuration.offline, await fills.inFlight(digest) == nil {
             throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
         }
         let fill: BlobFill
         let lease = use.acquire(digest.description)
-        recorder.miss()
         do {
             guard let f = try await fills.attach(registry, name, digest) else {
                 if let hit = try cachedBlob(digest) { return hit }
@@ -390,4 +389,9 @@ public final class Mirror: Sendable {
             return ServedBlob(digest: digest, size: record.size, mediaType: record.mediaType, body: .file(file), lease: lease)
         }
     }
+}
+
+extension Mirror {
+    /// Hits and misses counted since the last flush to the index (`cove stats` adds them to the totals).
+    public var pendingRequestCounts: (hits: Int64, misses: Int64) { recorder.pendingCounts }
 }

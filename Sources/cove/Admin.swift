@@ -1,9 +1,15 @@
 import ArgumentParser
+import BlobStore
 import CacheAdmin
+import CoveConfig
 import Foundation
+import Logging
+import Mirror
+import Upstream
 
-// `cove verify`, `cove stats`, `cove ls`: maintenance commands that work whether or not `cove serve` runs on the
-// same storage (AdminChannel: in this process under the storage lock, else through `<storage>/admin.sock`).
+// `cove verify`, `stats`, `ls`, `gc`, `pin`, `unpin`: maintenance commands that work whether or not `cove serve`
+// runs on the same storage (AdminChannel: in this process under the storage lock, else through
+// `<storage>/admin.sock`).
 // Exit status: what the command says (verify: 1 when it found problems; ls REPOSITORY: 1 when nothing
 // matches), 2 when it could not run at all.
 
@@ -19,7 +25,9 @@ func runAdmin<C: AdminCommand>(_ command: C.Type, _ request: C.Request, options:
     let storage = URL(fileURLWithPath: config.storage)
     let response: C.Response
     do {
-        response = try await AdminChannel.run(command, request, storage: storage).response
+        response = try await AdminChannel.run(command, request, storage: storage) { storage in
+            try openInProcess(config, storage: storage)
+        }.response
     } catch let error as AdminError {
         FileHandle.standardError.write(Data("cove \(C.name): \(error)\n".utf8))
         throw ExitCode(2)
@@ -33,6 +41,26 @@ func runAdmin<C: AdminCommand>(_ command: C.Type, _ request: C.Request, options:
         print(response.text)
     }
     if response.exitStatus != 0 { throw ExitCode(response.exitStatus) }
+}
+
+/// Opens the cache in this process with its configuration (limits, registries for image names), holding the
+/// storage lock so no server starts meanwhile; `tmp/` is left alone so `verify` can report leftovers. With
+/// nobody else using the storage, content has no grace age (the grace protects a concurrent fill's commits).
+/// - Throws: `AdminError.noStorage`; `BlobStoreError.inUse` when a server holds the storage (the channel then
+///   asks it through its socket).
+func openInProcess(_ config: CoveConfiguration, storage: URL) throws -> CacheAdmin {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: storage.path, isDirectory: &isDir), isDir.boolValue else {
+        throw AdminError.noStorage(storage.path)
+    }
+    var cache = config.cache
+    cache.evictionGrace = 0
+    var logger = Logger(label: "cove")
+    logger.logLevel = .notice
+    let router = UpstreamRouter(registries: config.effectiveRegistries, defaultName: config.defaultRegistry,
+                                allowAnyRegistry: config.allowAnyRegistry, ignoresNamespace: config.ignoresNamespace, logger: logger)
+    let mirror = try Mirror(storage: storage, router: router, configuration: cache, logger: logger, removingTemporaryFiles: false)
+    return CacheAdmin(mirror: mirror, reconciliation: nil, logger: logger, inServer: false)
 }
 
 /// `cove verify [--repair]`.

@@ -28,8 +28,9 @@ struct CacheCommandsTests {
             #expect(r.succeeded, "\(r.summary)")
         }
         let bin = try coveBinary()
+        // While the server runs, gc goes through its admin socket: its config has no size limit, so nothing goes.
         let busy = try await runCommand(bin, ["gc", "--config", cove.configPath])
-        #expect(!busy.succeeded && busy.stderrText.contains("in use"), "\(busy.summary)")
+        #expect(busy.succeeded && busy.stdoutText.contains("evicted 0 objects"), "\(busy.summary)")
         cove.stop()
 
         // The commands' config: the same storage and upstream, a one-byte budget, no free-space floor.
@@ -50,7 +51,7 @@ struct CacheCommandsTests {
         #expect(pin.stdoutText.contains("pinned \(fixture.registryHost)/index:v1 (\(fixture.image("index").digest)"), "\(pin.summary)")
         #expect(pin.stdoutText.contains("pinned \(fixture.registryHost)/later:v2 (not cached yet"), "\(pin.summary)")
         let bad = try await runCommand(bin, ["pin", "--config", config.path, "Not A Name"])
-        #expect(!bad.succeeded && bad.stderrText.contains("cannot pin"), "\(bad.summary)")
+        #expect(!bad.succeeded && bad.stdoutText.contains("cannot pin"), "\(bad.summary)")
 
         let evictable = single.subtracting(index)
         let dry = try await runCommand(bin, ["gc", "--dry-run", "--config", config.path])
@@ -70,7 +71,7 @@ struct CacheCommandsTests {
         let unpin = try await runCommand(bin, ["unpin", "--config", config.path, "\(fixture.registryHost)/index:v1"])
         #expect(unpin.succeeded && unpin.stdoutText.contains("unpinned"), "\(unpin.summary)")
         let again = try await runCommand(bin, ["unpin", "--config", config.path, "\(fixture.registryHost)/index:v1"])
-        #expect(!again.succeeded && again.stderrText.contains("was not pinned"), "\(again.summary)")
+        #expect(!again.succeeded && again.stdoutText.contains("was not pinned"), "\(again.summary)")
         let last = try await runCommand(bin, ["gc", "--config", config.path])
         #expect(last.succeeded && last.stdoutText.contains("evicted \(index.count) objects"), "\(last.summary)")
         for d in index { #expect(!FileManager.default.fileExists(atPath: blobPath(cove.storage, d)), "unpinned and evicted \(d)") }
