@@ -83,6 +83,21 @@ public struct PinReport: AdminResponse, Equatable {
     public var lines: [Line]
     public var exitStatus: Int32 { lines.allSatisfy(\.ok) ? 0 : 1 }
     public var text: String { lines.map(\.message).joined(separator: "\n") }
+
+    /// One line per image: what `each` says, or why it threw.
+    static func each(_ images: [String], verb: String, _ each: (String) throws -> String) -> PinReport {
+        PinReport(lines: images.map { image in
+            do { return Line(image: image, ok: true, message: try each(image)) } catch {
+                return Line(image: image, ok: false, message: "cannot \(verb) \(image): \(error)")
+            }
+        })
+    }
+}
+
+/// An image `cove unpin` was given that carries no pin.
+struct NotPinned: Error, CustomStringConvertible {
+    var image: String
+    var description: String { "\(image) was not pinned" }
 }
 
 /// `cove pin IMAGE...` (`Mirror.pin`): eviction never removes these images (an index pins its children).
@@ -97,17 +112,13 @@ public struct PinCommand: AdminCommand {
 
     public static func run(_ request: Request, on cache: CacheAdmin) async throws -> PinReport {
         let mirror = try cache.requireMirror(name)
-        return PinReport(lines: request.images.map { image in
-            do {
-                let p = try mirror.pin(image)
-                let what = p.cached && p.digest != nil
-                    ? "\(p.digest!), \(p.objects) cached objects, \(ByteFormat.human(p.bytes))"
-                    : "not cached yet: it is protected once pulled"
-                return .init(image: image, ok: true, message: "pinned \(p.image) (\(what))")
-            } catch {
-                return .init(image: image, ok: false, message: "cannot pin \(image): \(error)")
-            }
-        })
+        return .each(request.images, verb: "pin") { image in
+            let p = try mirror.pin(image)
+            let what = p.cached && p.digest != nil
+                ? "\(p.digest!), \(p.objects) cached objects, \(ByteFormat.human(p.bytes))"
+                : "not cached yet: it is protected once pulled"
+            return "pinned \(p.image) (\(what))"
+        }
     }
 }
 
@@ -119,14 +130,10 @@ public struct UnpinCommand: AdminCommand {
 
     public static func run(_ request: Request, on cache: CacheAdmin) async throws -> PinReport {
         let mirror = try cache.requireMirror(name)
-        return PinReport(lines: request.images.map { image in
-            do {
-                let (ref, removed) = try mirror.unpin(image)
-                return removed ? .init(image: image, ok: true, message: "unpinned \(ref)")
-                    : .init(image: image, ok: false, message: "\(ref) was not pinned")
-            } catch {
-                return .init(image: image, ok: false, message: "cannot unpin \(image): \(error)")
-            }
-        })
+        return .each(request.images, verb: "unpin") { image in
+            let (ref, removed) = try mirror.unpin(image)
+            guard removed else { throw NotPinned(image: "\(ref)") }
+            return "unpinned \(ref)"
+        }
     }
 }

@@ -25,23 +25,6 @@ struct CacheBudgetConfigTests {
         #expect(c.cache.minFree == minFree)
     }
 
-    @Test(arguments: [
-        ("cache:\n  max_size: lots\n", "cache.max_size"),
-        ("cache:\n  max_size: -5GiB\n", "cache.max_size"),
-        ("cache:\n  min_free: 100%\n", "cache.min_free"),
-        ("cache:\n  min_free: -1%\n", "cache.min_free"),
-        ("cache:\n  min_free: 5 percent\n", "cache.min_free"),
-        ("cache:\n  max_sise: 1GiB\n", "cache.max_sise"),
-    ])
-    func errorsNameTheKey(_ yaml: String, _ key: String) {
-        do {
-            _ = try CoveConfiguration.parse(yaml: yaml, environment: [:])
-            Issue.record("accepted: \(yaml)")
-        } catch {
-            #expect(error.key == key)
-        }
-    }
-
     @Test func freeSpaceUnits() {
         #expect(Units.freeSpace("5%") == .fraction(0.05))
         #expect(Units.freeSpace(" 10GiB ") == .bytes(10 << 30))

@@ -201,6 +201,12 @@ struct ConfigParsingTests {
         ("upstream:\n  url: http://u:p@host\n", "upstream.url"),
         ("network:\n  connect_timeout: 1e300s\n", "network.connect_timeout"),
         ("cache:\n  max_blob_size: 1e30GiB\n", "cache.max_blob_size"),
+        ("cache:\n  max_size: lots\n", "cache.max_size"),
+        ("cache:\n  max_size: -5GiB\n", "cache.max_size"),
+        ("cache:\n  min_free: 100%\n", "cache.min_free"),
+        ("cache:\n  min_free: -1%\n", "cache.min_free"),
+        ("cache:\n  min_free: 5 percent\n", "cache.min_free"),
+        ("cache:\n  max_sise: 1GiB\n", "cache.max_sise"),
     ])
     func registryErrorsNameTheKey(_ yaml: String, _ key: String) {
         do {

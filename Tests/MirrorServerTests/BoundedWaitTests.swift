@@ -42,16 +42,24 @@ struct BoundedWaitTests {
         #expect(realm.requests.withLock { $0.count } == 1)
     }
 
-    @Test func aManifestGETThatNeverAnswersGivesA503NamingTheRegistry() async throws {
+    /// The registry leg that hangs, and the request that meets it.
+    enum StalledLeg: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        case manifestGET, tagList
+        var testDescription: String { rawValue }
+        var path: String { self == .manifestGET ? "/v2/team/app/manifests/v1" : "/v2/team/app/tags/list" }
+    }
+
+    @Test(arguments: StalledLeg.allCases)
+    func aRegistryLegThatNeverAnswersGivesA503NamingTheRegistry(_ leg: StalledLeg) async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
         up.addImage("team/app", tag: "v1")
-        up.pathHang.withLock { $0["/v2/team/app/manifests/v1"] = 30 }
+        up.pathHang.withLock { $0[leg.path] = 30 }
         let cove = try await Self.cove(up)
         defer { cove.stop() }
 
-        let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1", maxTime: 20) }
-        Self.expectUnavailable(r, naming: "127.0.0.1:\(up.port)", "stalled manifest GET")
+        let (r, seconds) = try await timed { try await curl("\(cove.url)\(leg.path)", maxTime: 20) }
+        Self.expectUnavailable(r, naming: "127.0.0.1:\(up.port)", "stalled \(leg)")
         #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
     }
 
@@ -69,21 +77,8 @@ struct BoundedWaitTests {
         #expect(r.status == 200 && r.body == image.manifest)
         #expect(r.headers["warning"]?.hasPrefix("110") == true && r.headers["x-cove-cache"] == "stale", "\(r.headers)")
         // The HEAD is bounded by the connect timeout (1 s): a cached answer is waiting.
-        #expect(seconds < 1 + 1.5, "answered after \(seconds) s")
+        #expect(seconds < 1 + 3, "answered after \(seconds) s")
         #expect(up.count("HEAD", "/manifests/v1") == 1)
-    }
-
-    @Test func aTagListThatNeverAnswersGivesA503NamingTheRegistry() async throws {
-        let up = try await FaultUpstream.start()
-        defer { up.stop() }
-        up.addImage("team/app", tag: "v1")
-        up.pathHang.withLock { $0["/v2/team/app/tags/list"] = 30 }
-        let cove = try await Self.cove(up)
-        defer { cove.stop() }
-
-        let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/tags/list", maxTime: 20) }
-        Self.expectUnavailable(r, naming: "127.0.0.1:\(up.port)", "stalled tag list")
-        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
     }
 
     @Test func aBlobHEADThatNeverAnswersGivesA503NamingTheRegistry() async throws {
