@@ -44,7 +44,8 @@ struct FailoverTests {
         b.add(image, as: "team/app", tag: "v1")
         a.everyRequest.withLock { $0 = .status(503, retryAfter: nil) }
         b.everyRequest.withLock { $0 = .status(500, retryAfter: nil) }
-        let cove = try await Self.cove([a.url, b.url, c.url].map { InProcessCove.endpoint($0) }, cooldown: 1)
+        // A 3 s cool-down: long enough to observe on a loaded machine, short enough to wait out.
+        let cove = try await Self.cove([a.url, b.url, c.url].map { InProcessCove.endpoint($0) }, cooldown: 3)
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
@@ -62,7 +63,7 @@ struct FailoverTests {
 
         // a recovers; once its cool-down is over it is first again.
         a.everyRequest.withLock { $0 = nil }
-        try await Task.sleep(for: .milliseconds(1200))
+        #expect(await eventually(5) { registry.endpoints[0].coolingFor() == nil })
         let layer = try await curl("\(cove.url)/v2/team/app/blobs/\(image.layerDigests[0])")
         #expect(layer.status == 200 && layer.body == image.layers[0])
         #expect(seq.labels(containing: "/blobs/\(image.layerDigests[0])") == ["a"])

@@ -101,7 +101,7 @@ struct StalenessTests {
             return out
         }
         #expect(zip(blobs, image.blobs.map(\.1) + [image.manifest]).allSatisfy { $0.status == 200 && $0.body == $1 && $0.headers["x-cove-cache"] == nil })
-        #expect(blobSeconds < 1)
+        #expect(blobSeconds < 3, "cached content must not wait for the failed upstream")
         #expect(up.count("GET", "/blobs/") == upstreamBlobGets)
     }
 
