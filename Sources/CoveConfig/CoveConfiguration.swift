@@ -169,7 +169,8 @@ public struct CoveConfiguration: Sendable {
             config.defaultRegistry = name
         }
         if let c = try root.section("cache") {
-            try c.allow(["tag_ttl", "max_blob_size", "max_concurrent_fills", "fill_retries", "max_size", "min_free"])
+            try c.allow(["tag_ttl", "max_blob_size", "max_concurrent_fills", "fill_retries", "max_size", "min_free", "eviction_grace"])
+            if let v = try c.duration("eviction_grace") { config.cache.evictionGrace = v }
             if let v = try c.string("max_size") {
                 if v.lowercased() == "none" { config.cache.maxSize = nil } else {
                     guard let bytes = Units.bytes(v) else { throw ConfigError("cache.max_size", "\"\(v)\" is not a size (e.g. 200GiB) or none") }

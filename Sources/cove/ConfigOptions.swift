@@ -62,7 +62,7 @@ struct CheckConfig: ParsableCommand {
             "cache: tag_ttl \(c.cache.tagTTL)s, max_blob_size \(c.cache.maxBlobSize.map { "\($0) bytes" } ?? "unlimited"), "
                 + "max_concurrent_fills \(c.cache.maxConcurrentFills), fill_retries \(c.cache.fillRetries)",
             "cache budget: max_size \(c.cache.maxSize.map { "\($0) bytes (evicts down to \(Int64(Double($0) * c.cache.lowWatermark)))" } ?? "none"), "
-                + "min_free \(c.cache.minFree)",
+                + "min_free \(c.cache.minFree), eviction_grace \(c.cache.evictionGrace)s",
         ]
         for r in c.registries {
             lines.append("registry \(r.name): library_prefix \(r.libraryPrefix), auth_hosts [\(r.authHosts.joined(separator: ", "))]")

@@ -25,6 +25,13 @@ struct CacheBudgetConfigTests {
         #expect(c.cache.minFree == minFree)
     }
 
+    @Test func evictionGraceIsADuration() throws {
+        #expect(try CoveConfiguration.parse(yaml: "").cache.evictionGrace == 120)
+        #expect(try CoveConfiguration.parse(yaml: "cache:\n  eviction_grace: 0s\n").cache.evictionGrace == 0)
+        #expect(try CoveConfiguration.parse(yaml: "cache:\n  eviction_grace: 10m\n").cache.evictionGrace == 600)
+        #expect(throws: ConfigError.self) { try CoveConfiguration.parse(yaml: "cache:\n  eviction_grace: soon\n") }
+    }
+
     @Test func freeSpaceUnits() {
         #expect(Units.freeSpace("5%") == .fraction(0.05))
         #expect(Units.freeSpace(" 10GiB ") == .bytes(10 << 30))

@@ -86,4 +86,48 @@ struct CrashSafetyTests {
         // Not an assertion (timing decides), but worth seeing when the test is tuned.
         trace("crash test: \(killedDuringFill) of \(Self.iterations) kills hit fills in flight")
     }
+
+    /// The same kill, while a cache budget far below the load keeps eviction running: every fill's commit
+    /// pushes the cache over `max_size`, so the kills land in fills, commits and evictions alike.
+    @Test("SIGKILL during evictions leaves a consistent cache after restart")
+    func sigkillDuringEvictions() async throws {
+        let f = try await Fixture(mode: .plain)
+        defer { f.shutdown() }
+        var blobs: [String] = []
+        for _ in 0..<24 { blobs.append(try await uploadBlob(f, repository: "evict/app", try randomData(Int.random(in: 1...6) << 20))) }
+        let server = try CoveServer(f, name: "evict-crash", extraYAML: "cache:\n  max_size: 8MiB\n  min_free: 0\n  eviction_grace: 0s\n")
+        for iteration in 0..<8 {
+            try await server.start()
+            #expect(server.tmpFiles().isEmpty, "iteration \(iteration): temp files survived a restart")
+            let (live, report) = try await server.verify()
+            #expect(live.status == 0 && report.findings.isEmpty, "iteration \(iteration): verify after restart:\n\(live.summary)")
+            let mine = blobs[(iteration * 3)..<(iteration * 3 + 3)]
+            let clients = mine.map { digest in
+                Task { try? await runCommand("curl", ["-s", "-o", "/dev/null", "--max-time", "20", "--noproxy", "*",
+                                                      "\(server.url)/v2/evict/app/blobs/\(digest)"], timeout: 30) }
+            }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 50...400)))
+            server.process?.crash()
+            for c in clients { _ = await c.value }
+            let (dead, deadReport) = try await server.verify()
+            let visible = deadReport.findings.filter { $0.kind == "mismatch" || $0.kind == "missing" || $0.kind == "unreadable" }
+            #expect(visible.isEmpty, "iteration \(iteration): a crash left a visible bad entry: \(visible)\n\(dead.summary)")
+        }
+        try await server.start()
+        let (final, finalReport) = try await server.verify()
+        #expect(final.status == 0 && finalReport.findings.isEmpty, "final verify:\n\(final.summary)")
+        // The budget held: what is cached fits (plus at most the blob whose fill crossed it last).
+        let files = server.blobFiles()
+        var bytes: Int64 = 0
+        for file in files {
+            bytes += Int64((try? FileManager.default.attributesOfItem(atPath: server.storage + "/blobs/" + file)[.size] as? NSNumber)??.int64Value ?? 0)
+        }
+        #expect(bytes <= (8 + 6) << 20, "cached \(bytes) bytes under an 8 MiB budget")
+        #expect(try await server.indexedDigests() == files.map { "sha256:" + ($0.split(separator: "/").last.map(String.init) ?? "") }.sorted())
+        // Evictions really ran (so some kills landed around them).
+        let stats = try await server.command(["stats", "--json"])
+        let evictions = ((try? JSONSerialization.jsonObject(with: stats.stdout)) as? [String: Any])?["evictions"] as? Int ?? 0
+        #expect(evictions > 0, "no eviction ran: \(stats.summary)")
+        server.process?.stop()
+    }
 }

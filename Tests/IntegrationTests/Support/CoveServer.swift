@@ -15,7 +15,8 @@ final class CoveServer: @unchecked Sendable {
 
     var url: String { "http://127.0.0.1:\(port)" }
 
-    init(_ fixture: Fixture, name: String) throws {
+    /// - Parameter extraYAML: top-level keys appended to the config (e.g. a `cache:` section).
+    init(_ fixture: Fixture, name: String, extraYAML: String = "") throws {
         self.fixture = fixture
         base = fixture.dir.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
@@ -28,6 +29,7 @@ final class CoveServer: @unchecked Sendable {
         upstream:
           url: "\(fixture.registryURL)"
         log_level: info
+        \(extraYAML)
 
         """.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
