@@ -46,10 +46,7 @@ public final class CacheAdmin: Sendable {
     /// - Throws: `AdminError.noStorage` when the directory does not exist; `BlobStoreError.inUse` when a
     ///   server (or another command) holds the lock; `BlobStoreError.io` or a database error otherwise.
     public static func openInProcess(storage: URL) throws -> CacheAdmin {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: storage.path, isDirectory: &isDir), isDir.boolValue else {
-            throw AdminError.noStorage(storage.path)
-        }
+        try checkExistingStorage(storage)
         let store = try BlobStore(root: storage, removingTemporaryFiles: false)
         do {
             let index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path)
@@ -79,10 +76,25 @@ public final class CacheAdmin: Sendable {
     }
 }
 
+/// Checks that `storage` is a Cove storage directory before a maintenance command touches it: a typo in
+/// `--storage` must not turn an unrelated directory into a cache (or let `verify --repair` empty its `tmp/`).
+/// - Throws: `AdminError.noStorage` when nothing is there, `AdminError.notStorage` for a file or a directory
+///   without `index.sqlite`.
+public func checkExistingStorage(_ storage: URL) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: storage.path, isDirectory: &isDir) else { throw AdminError.noStorage(storage.path) }
+    guard isDir.boolValue else { throw AdminError.notStorage(storage.path, "it is a file") }
+    guard FileManager.default.fileExists(atPath: storage.appendingPathComponent("index.sqlite").path) else {
+        throw AdminError.notStorage(storage.path, "it has no index.sqlite")
+    }
+}
+
 /// Why an admin command could not run at all (as opposed to a command that ran and found problems).
 public enum AdminError: Error, Sendable, CustomStringConvertible {
     /// The storage directory does not exist.
     case noStorage(String)
+    /// The path exists but is not a Cove storage (a file, or a directory without `index.sqlite`).
+    case notStorage(String, String)
     /// A process holds the storage but nothing answers on its admin socket (path, last error).
     case serverUnreachable(String, String)
     /// The server answered with an error (status, message).
@@ -95,6 +107,7 @@ public enum AdminError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .noStorage(let p): "storage directory \(p) does not exist"
+        case .notStorage(let p, let why): "\(p) is not a Cove storage directory (\(why)); check --storage / storage:"
         case .serverUnreachable(let p, let why):
             "the storage is in use by another process, but nothing answers on its admin socket \(p) (\(why)); is it a Cove server of another version, or still starting?"
         case .server(let status, let m): "the server answered \(status): \(m)"

@@ -72,6 +72,8 @@ public final class CacheIndex: Sendable {
     }
 
     /// Inserts or replaces a tag mapping.
+    /// A tag pinned before its first pull gets the digest it first resolves to in the same transaction, so that
+    /// image stays pinned when the tag later moves (a tag pin protects what it named first and what it names now).
     public func upsertTag(_ record: TagRecord) throws {
         try pool.write { db in
             try db.execute(sql: """
@@ -79,6 +81,18 @@ public final class CacheIndex: Sendable {
                 ON CONFLICT (registry, repository, tag) DO UPDATE SET digest = excluded.digest, fetchedAt = excluded.fetchedAt,
                 checkedAt = excluded.checkedAt
                 """, arguments: [record.registry, record.repository, record.tag, record.digest, record.fetchedAt, record.checkedAt])
+            try db.execute(sql: "UPDATE pin SET digest = ? WHERE registry = ? AND repository = ? AND reference = ? AND digest IS NULL",
+                           arguments: [record.digest, record.registry, record.repository, record.tag])
+        }
+    }
+
+    /// The tags of `registry`/`repository` whose manifest is cached (what an offline mirror can serve).
+    public func servableTags(registry: String, repository: String) throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT tag.tag FROM tag JOIN manifest ON manifest.digest = tag.digest
+                WHERE tag.registry = ? AND tag.repository = ? ORDER BY tag.tag
+                """, arguments: [registry, repository])
         }
     }
 

@@ -136,8 +136,10 @@ final class CacheBudget: Sendable {
     // MARK: - Fill side
 
     /// Decides, on the fill's transfer thread, whether a blob of `size` bytes is kept: it reserves the bytes
-    /// and, when a limit would be crossed, evicts synchronously; when that cannot make room (everything left
-    /// is pinned, in use or just committed) it retries for up to 2 s, then gives up.
+    /// and, when a limit would be crossed, evicts synchronously — but only when a dry run shows the eviction
+    /// can make enough room: evicting part of the cache for a blob that is then not kept anyway would lose
+    /// content for nothing. When room cannot be made (everything left is pinned, in use or just committed) it
+    /// retries for up to 2 s, then gives up and evicts nothing.
     /// - Returns: true to keep (the caller must `settle` the reservation); false to stream the blob to its
     ///   readers and discard it (a line is logged saying why).
     func admit(_ digest: Digest, size: Int64) -> Bool {
@@ -157,7 +159,10 @@ final class CacheBudget: Sendable {
         state.withLock { $0.reserved += size }
         for attempt in 0..<10 {
             guard crossedLimit(incoming: size) != nil else { return true }
-            do { _ = try pass(.fill, incoming: size) } catch {
+            do {
+                let plan = try pass(.fill, incoming: size, dryRun: true)
+                if plan.bytesFreed >= plan.bytesToFree { _ = try pass(.fill, incoming: size) }
+            } catch {
                 logger.error("eviction for a fill failed", metadata: ["digest": "\(digest)", "error": "\(error)"])
             }
             guard crossedLimit(incoming: size) != nil else { return true }

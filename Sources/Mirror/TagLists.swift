@@ -73,7 +73,8 @@ extension Mirror {
             if kv[0] == "n" { n = Int(kv[1]) }
             if kv[0] == "last" { last = kv[1].removingPercentEncoding }
         }
-        var tags = try indexRead { try index.tags(registry: registry.name, repository: upstreamName.value).sorted() }
+        // Only tags whose manifest is cached: an evicted image is not served, so it is not listed either.
+        var tags = try indexRead { try index.servableTags(registry: registry.name, repository: upstreamName.value) }
         guard !tags.isEmpty else { throw DistributionError(.nameUnknown, "repository \(name) is not cached and this mirror is offline") }
         if let last { tags = tags.filter { $0 > last } }
         var link: String?

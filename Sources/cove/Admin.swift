@@ -49,10 +49,7 @@ func runAdmin<C: AdminCommand>(_ command: C.Type, _ request: C.Request, options:
 /// - Throws: `AdminError.noStorage`; `BlobStoreError.inUse` when a server holds the storage (the channel then
 ///   asks it through its socket).
 func openInProcess(_ config: CoveConfiguration, storage: URL) throws -> CacheAdmin {
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: storage.path, isDirectory: &isDir), isDir.boolValue else {
-        throw AdminError.noStorage(storage.path)
-    }
+    try checkExistingStorage(storage)
     var cache = config.cache
     cache.evictionGrace = 0
     var logger = Logger(label: "cove")

@@ -42,6 +42,7 @@ struct Serve: AsyncParsableCommand {
         let router = UpstreamRouter(registries: config.effectiveRegistries, defaultName: config.defaultRegistry,
                                     allowAnyRegistry: config.allowAnyRegistry, ignoresNamespace: config.ignoresNamespace, adHocTemplate: template, logger: Logger(label: "cove.upstream"))
         let storage = URL(fileURLWithPath: config.storage)
+        try Self.checkStorage(storage)
         let openedAt = Date()
         let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
         raiseFileLimit(logger: logger)
@@ -72,6 +73,21 @@ struct Serve: AsyncParsableCommand {
             services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, logger: logger), app, ReconciliationService(reconciliation: reconciliation), admin],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// A storage path must be new, empty, or a Cove storage (it has `index.sqlite`): Cove clears `tmp/` at
+    /// start-up and owns everything below, so a mistyped path must not adopt an unrelated directory.
+    /// - Throws: `ValidationError` naming the path.
+    static func checkStorage(_ storage: URL) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: storage.path, isDirectory: &isDir) else { return }
+        guard isDir.boolValue else { throw ValidationError("storage \(storage.path) is a file, not a directory") }
+        guard !fm.fileExists(atPath: storage.appendingPathComponent("index.sqlite").path) else { return }
+        let entries = (try? fm.contentsOfDirectory(atPath: storage.path)) ?? []
+        guard entries.isEmpty else {
+            throw ValidationError("storage \(storage.path) is not empty and holds no Cove cache (no index.sqlite); use an empty or new directory")
+        }
     }
 
     /// Raises the open-file soft limit to the hard limit: every client connection and every open blob is a

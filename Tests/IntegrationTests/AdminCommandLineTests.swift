@@ -84,3 +84,26 @@ struct AdminCommandLineTests {
         #expect(missing.status == 2 && missing.stderrText.contains("does not exist"))
     }
 }
+
+/// A mistyped `--storage` must not turn an unrelated directory into a cache or delete anything in it.
+@Suite("Storage path checks")
+struct StoragePathTests {
+    @Test func anUnrelatedDirectoryIsRefusedAndLeftAlone() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cove-notstorage-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("tmp"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "important".write(to: dir.appendingPathComponent("tmp/user-data.txt"), atomically: true, encoding: .utf8)
+        let bin = try coveBinary()
+        for args in [["stats"], ["verify", "--repair"], ["ls"], ["gc"]] {
+            let r = try await runCommand(bin, args + ["--storage", dir.path], timeout: 30)
+            #expect(r.status == 2 && r.stderrText.contains("not a Cove storage"), "\(args): \(r.summary)")
+        }
+        let serve = try await runCommand(bin, ["serve", "--listen", "127.0.0.1:0", "--storage", dir.path], timeout: 30)
+        #expect(serve.status != 0 && serve.stderrText.contains("holds no Cove cache"), "\(serve.summary)")
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("tmp/user-data.txt").path))
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("index.sqlite").path))
+        let file = dir.appendingPathComponent("tmp/user-data.txt").path
+        let onFile = try await runCommand(bin, ["stats", "--storage", file], timeout: 30)
+        #expect(onFile.status == 2 && onFile.stderrText.contains("is a file"), "\(onFile.summary)")
+    }
+}

@@ -37,12 +37,12 @@ struct BlobFillTests {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
         let bytes = FaultUpstream.randomBytes(2 << 20)
-        // 16 chunks x 150 ms: the whole fill takes about 2.4 s.
-        let digest = up.addBlob(bytes, fault: .slow(chunk: 128 << 10, milliseconds: 150))
+        // 16 chunks x 400 ms: the whole fill takes about 6.4 s.
+        let digest = up.addBlob(bytes, fault: .slow(chunk: 128 << 10, milliseconds: 400))
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
-        // A client that gives up after 1 s must already have received part of the body.
-        let partial = try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 1)
+        // A client that gives up after 3 s must already have received part of the body.
+        let partial = try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 3)
         #expect(partial.exitCode == 28)  // curl: operation timed out
         #expect(partial.status == 200)
         #expect(partial.body.count > 0 && partial.body.count < bytes.count)

@@ -177,7 +177,7 @@ struct EvictionTests {
         let z = up.addImage("team/z", tag: "v1")
         let clock = TestClock()
         let storage: URL
-        let y2: TestImage
+        let y2: TestImage, w1: TestImage, w2: TestImage
         do {
             let cove = try await InProcessCove(registries: Self.registries(up), configuration: Self.config(clock, maxSize: nil, tagTTL: 0))
             #expect(try await curl("\(cove.url)/v2/team/x/manifests/multi").status == 200)
@@ -196,6 +196,13 @@ struct EvictionTests {
             #expect(try cove.mirror.index.tag(registry: "upstream.test", repository: "team/y", tag: "v1")?.digest == y2.digest.description)
             let notYet = try cove.mirror.pin("upstream.test/team/w:v9")
             #expect(!notYet.cached && notYet.digest == nil)
+            // Pinned before its first pull: the image the tag first resolves to stays pinned after the tag moves.
+            w1 = up.addImage("team/w", tag: "v9")
+            #expect(try await pull(cove, "team/w", tag: "v9").ok)
+            await settled(cove, w1)
+            w2 = up.addImage("team/w", tag: "v9")
+            #expect(try await pull(cove, "team/w", tag: "v9").ok)
+            await settled(cove, w2)
             storage = cove.storage
             cove.stop(keepStorage: true)
         }
@@ -207,7 +214,7 @@ struct EvictionTests {
         let zAll = [z.digest, z.configDigest] + z.layerDigests
         #expect(Set(report.evicted.map(\.digest)) == Set(zAll.map(\.description)))
         for d in [indexDigest, child.digest, child.configDigest] + child.layerDigests { #expect(cove.isCached(d.description), "index closure \(d)") }
-        for img in [y1, y2] {
+        for img in [y1, y2, w1, w2] {
             for d in [img.digest, img.configDigest] + img.layerDigests { #expect(cove.isCached(d.description), "pinned tag \(d)") }
         }
         for d in zAll { #expect(!cove.isCached(d.description)) }
@@ -244,6 +251,28 @@ struct EvictionTests {
         // Each request streams it again from the upstream.
         #expect(try await curl("\(cove.url)/v2/a/blobs/\(digest)").body == bytes)
         #expect(up.count("GET", "/blobs/") == 2)
+    }
+
+    /// A fill that cannot get enough room (the rest is recent) evicts nothing: partial evictions for a blob
+    /// that is then not kept would lose content for nothing.
+    @Test func aFillThatCannotGetRoomEvictsNothing() async throws {
+        let up = try await FaultUpstream.start()
+        defer { up.stop() }
+        let old = FaultUpstream.randomBytes(100_000), recent = FaultUpstream.randomBytes(100_000), big = FaultUpstream.randomBytes(200_000)
+        let (dOld, dRecent, dBig) = (up.addBlob(old), up.addBlob(recent), up.addBlob(big))
+        let clock = TestClock()
+        let cove = try await InProcessCove(upstream: up.url, configuration: Self.config(clock, maxSize: 300_000))
+        defer { cove.stop() }
+        try await fetch(cove, dOld, old)
+        clock.advance(300)  // old is past the grace age; recent will not be
+        try await fetch(cove, dRecent, recent)
+        // 200,000 more would need 230,000 freed (down to 270,000); only 100,000 (old) may go.
+        let r = try await curl("\(cove.url)/v2/a/blobs/\(dBig)")
+        #expect(r.status == 200 && r.body == big)
+        #expect(await eventually { cove.tmpFiles().isEmpty })
+        #expect(!cove.isCached(dBig.description))
+        #expect(cove.isCached(dOld.description) && cove.isCached(dRecent.description), "nothing was evicted for a blob not kept")
+        #expect(try cove.mirror.index.counter(CacheCounter.evictions) == 0)
     }
 
     @Test func hitsWriteAccessTimesOnlyInBatches() async throws {

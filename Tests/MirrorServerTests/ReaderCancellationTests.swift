@@ -12,15 +12,15 @@ struct ReaderCancellationTests {
     @Test func readersOfAStalledFillStopWaitingWhenTheirClientsLeave() async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
-        // 4 KiB arrive, then the upstream pauses for 8 s: the fill stalls below every reader's wake threshold.
+        // 4 KiB arrive, then the upstream pauses for 15 s: the fill stalls below every reader's wake threshold.
         let bytes = FaultUpstream.randomBytes(1 << 20)
-        let digest = up.addBlob(bytes, fault: .slow(chunk: 4096, milliseconds: 8000))
+        let digest = up.addBlob(bytes, fault: .slow(chunk: 4096, milliseconds: 15000))
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
 
-        // Four clients that give up after 1.5 s (curl closes the connection).
+        // Four clients that give up after 4 s (curl closes the connection).
         async let clients = withThrowingTaskGroup(of: CurlResult.self) { group in
-            for _ in 0..<4 { group.addTask { try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 1.5) } }
+            for _ in 0..<4 { group.addTask { try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 4) } }
             return try await group.reduce(into: []) { $0.append($1) }
         }
         var fill: BlobFill?
@@ -32,7 +32,7 @@ struct ReaderCancellationTests {
         let results = try await clients
         #expect(results.allSatisfy { $0.exitCode == 28 }, "the clients timed out")
         let f = try #require(fill)
-        #expect(await eventually(3) { f.parkedReaders == 0 }, "every parked reader stopped when its client left")
+        #expect(await eventually(5) { f.parkedReaders == 0 }, "every parked reader stopped when its client left")
         #expect(await cove.mirror.fillInFlight(digest) != nil, "the fill goes on")
     }
 }

@@ -8,7 +8,7 @@ import Upstream
 /// rate limited or refusing auth; digests that never need the upstream; offline mode.
 @Suite("Tag staleness and offline mode", .serialized)
 struct StalenessTests {
-    static let ttl = 1.5
+    static let ttl = 3.0
 
     /// How an upstream can fail after Cove cached a tag.
     enum Failure: String, CaseIterable, Sendable, CustomTestStringConvertible {
