@@ -28,7 +28,7 @@ public final class PreloadJobs: Sendable {
             for (key, _) in finished.prefix(max(0, jobs.count - 31)) { jobs[key] = nil }
             jobs[id] = Job(preloader: preloader)
         }
-        Task.detached { [jobs] in
+        Task.detached { [self] in
             _ = await preloader.run()
             jobs.withLock { $0[id]?.finishedAt = Date() }
         }

@@ -166,13 +166,14 @@ public final class Preloader: Sendable {
                 }
             }
             let known = plan.blobs.reduce(Int64(0)) { $0 + max(0, $1.1) }
-            progress.update(i) { [plan] in
-                $0.state = .fetching
-                $0.manifests = plan.manifests.count
-                $0.referrers = plan.referrers.count
-                $0.blobs = plan.blobs.count
-                $0.bytes = known
-                $0.platforms = plan.platforms
+            let (manifests, referrers, blobs, platforms) = (plan.manifests.count, plan.referrers.count, plan.blobs.count, plan.platforms)
+            progress.update(i) { image in
+                image.state = .fetching
+                image.manifests = manifests
+                image.referrers = referrers
+                image.blobs = blobs
+                image.bytes = known
+                image.platforms = platforms
             }
             try await fetch(plan.blobs, registry, ref.repository, image: i)
             try await pinComplete(ref, top: top.digest, plan: plan, registry: registry, image: i)
@@ -229,7 +230,7 @@ public final class Preloader: Sendable {
             return try ManifestSummary(parsing: served.body).manifests
         } catch let e as DistributionError where e.status == 404 {
             do {
-                let tag = try Tag("\(subject.algorithm)-\(subject.hex)")
+                let tag = try Tag("\(subject.algorithm.rawValue)-\(subject.hex)")
                 let index = try await mirror.manifest(registry, name, .tag(tag))
                 return try ManifestSummary(parsing: index.body).manifests
             } catch let e as DistributionError where e.status == 404 {
@@ -245,12 +246,12 @@ public final class Preloader: Sendable {
         await withTaskGroup(of: String?.self) { group in
             var pending = blobs[...]
             for _ in 0..<options.parallelism {
-                guard let (d, size) = pending.popFirst() else { break }
-                group.addTask { await self.fetchBlob(d, size, registry, name, image: i) }
+                guard let next = pending.popFirst() else { break }
+                group.addTask { await self.fetchBlob(next.0, next.1, registry, name, image: i) }
             }
             while let result = await group.next() {
                 if let result { failures.append(result) }
-                if let (d, size) = pending.popFirst() { group.addTask { await self.fetchBlob(d, size, registry, name, image: i) } }
+                if let next = pending.popFirst() { group.addTask { await self.fetchBlob(next.0, next.1, registry, name, image: i) } }
             }
         }
         if !failures.isEmpty { throw ImageFailure(reasons: failures) }
