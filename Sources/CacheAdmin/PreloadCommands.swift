@@ -43,8 +43,14 @@ public final class PreloadJobs: Sendable {
 
 /// A preload's id and status: the answer of both `preload` and `preload-status`.
 public struct PreloadJobStatus: AdminResponse, Equatable {
+    /// The server's job id (`in-process` when the preload ran in the CLI process).
     public var id: String
     public var status: PreloadStatus
+
+    public init(id: String, status: PreloadStatus) {
+        self.id = id
+        self.status = status
+    }
 
     /// 1 when any image failed (the CLI's exit status once finished).
     public var exitStatus: Int32 { status.failed.isEmpty ? 0 : 1 }

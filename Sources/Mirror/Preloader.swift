@@ -203,18 +203,19 @@ public final class Preloader: Sendable {
         }
         plan.platforms += chosen.compactMap(\.platform)
         // Child manifests are small: fetched `parallelism` at a time, then walked in order.
-        var fetched: [Digest: ServedManifest] = [:]
-        let mirror = mirror
-        try await withThrowingTaskGroup(of: ServedManifest.self) { group in
+        let mirror = mirror, width = options.parallelism
+        let fetched = try await withThrowingTaskGroup(of: ServedManifest.self, returning: [Digest: ServedManifest].self) { group in
+            var out: [Digest: ServedManifest] = [:]
             var pending = chosen.map(\.digest)[...]
-            for _ in 0..<options.parallelism {
+            for _ in 0..<width {
                 guard let d = pending.popFirst() else { break }
                 group.addTask { try await mirror.manifest(registry, name, .digest(d)) }
             }
             while let m = try await group.next() {
-                fetched[m.digest] = m
+                out[m.digest] = m
                 if let d = pending.popFirst() { group.addTask { try await mirror.manifest(registry, name, .digest(d)) } }
             }
+            return out
         }
         for child in chosen {
             guard let m = fetched[child.digest] else { continue }
@@ -228,31 +229,35 @@ public final class Preloader: Sendable {
         do {
             let served = try await mirror.referrers(registry, name, subject, query: "", artifactType: nil)
             return try ManifestSummary(parsing: served.body).manifests
-        } catch let e as DistributionError where e.status == 404 {
-            do {
-                let tag = try Tag("\(subject.algorithm.rawValue)-\(subject.hex)")
-                let index = try await mirror.manifest(registry, name, .tag(tag))
-                return try ManifestSummary(parsing: index.body).manifests
-            } catch let e as DistributionError where e.status == 404 {
-                return []
-            }
+        } catch {
+            guard error.status == 404 else { throw error }
+        }
+        do {
+            let tag = try Tag("\(subject.algorithm.rawValue)-\(subject.hex)")
+            let index = try await mirror.manifest(registry, name, .tag(tag))
+            return try ManifestSummary(parsing: index.body).manifests
+        } catch {
+            guard error.status == 404 else { throw error }
+            return []
         }
     }
 
     /// Fetches the blobs not cached yet, `parallelism` at a time.
     /// - Throws: `ImageFailure` naming every blob that failed.
     private func fetch(_ blobs: [(Digest, Int64)], _ registry: RegistryClient, _ name: RepositoryName, image i: Int) async throws {
-        var failures: [String] = []
-        await withTaskGroup(of: String?.self) { group in
+        let width = options.parallelism
+        let failures = await withTaskGroup(of: String?.self, returning: [String].self) { group in
+            var out: [String] = []
             var pending = blobs[...]
-            for _ in 0..<options.parallelism {
+            for _ in 0..<width {
                 guard let next = pending.popFirst() else { break }
                 group.addTask { await self.fetchBlob(next.0, next.1, registry, name, image: i) }
             }
             while let result = await group.next() {
-                if let result { failures.append(result) }
+                if let result { out.append(result) }
                 if let next = pending.popFirst() { group.addTask { await self.fetchBlob(next.0, next.1, registry, name, image: i) } }
             }
+            return out
         }
         if !failures.isEmpty { throw ImageFailure(reasons: failures) }
     }

@@ -117,7 +117,7 @@ final class PreloadDisplay: @unchecked Sendable {
         drawn = 0
     }
 
-    private func flush() { fflush(stdout) }
+    private func flush() { fflush(nil) }
 
     static func truncated(_ s: String, _ n: Int) -> String { s.count <= n ? s : "…" + s.suffix(n - 1) }
 }

@@ -69,7 +69,7 @@ struct PreloadTests {
         for (name, extra) in [("single", ["--all"]), ("dockerlist", ["--all"]), ("index", ["--override-arch", "arm64", "--override-os", "linux"])] {
             let dest = f.dir.appendingPathComponent("offline-\(name)")
             let pull = try await skopeo(["copy"] + extra + ["--src-tls-verify=false", "--retry-times", "0",
-                                                           "docker://127.0.0.1:\(server.port)/\(name):v1", "dir:\(dest.path)"], authFile: f.authFile)
+                                                           "docker://127.0.0.1:\(server.port)/\(name):v1", "oci:\(dest.path):pulled"], authFile: f.authFile)
             #expect(pull.succeeded, "offline pull of \(name):\n\(pull.summary)\n\(server.process?.logTail() ?? "")")
         }
     }
@@ -85,7 +85,7 @@ struct PreloadTests {
         let index = f.image("index")
         let dest = f.dir.appendingPathComponent("pull-index")
         async let pull = skopeo(["copy", "--all", "--src-tls-verify=false", "--retry-times", "0",
-                                 "docker://127.0.0.1:\(server.port)/index:v1", "dir:\(dest.path)"], authFile: f.authFile)
+                                 "docker://127.0.0.1:\(server.port)/index:v1", "oci:\(dest.path):pulled"], authFile: f.authFile)
         let r = try await server.command(["preload", "index:v1", "dockerlist:v1"])
         #expect(r.status == 0, "\(r.summary)\n\(server.process?.logTail() ?? "")")
         #expect(r.stdoutText.contains("running in the cove server on this storage"), "\(r.stdoutText)")
