@@ -18,7 +18,7 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch reference {
         case .tag(let t): "\(registry)/\(repository):\(t)"
-        case .digest(let d): "\(registry)/\(repository)@\(d)"
+        case .digest(let d): "\(registry)/\(repository)" + (tag.map { ":\($0)" } ?? "") + "@\(d)"
         }
     }
 
