@@ -58,6 +58,15 @@ public struct PreloadStatus: Codable, Sendable, Equatable {
 
         /// Bytes done: cached before plus fetched.
         public var bytesDone: Int64 { bytesCached + bytesFetched }
+
+        /// Bytes per second this image fetched so far.
+        public var rate: Double { seconds > 0 ? Double(bytesFetched) / seconds : 0 }
+
+        /// Seconds left for this image at its rate; nil before its sizes are known or anything moved.
+        public var eta: Double? {
+            guard state == .fetching, rate > 0 else { return nil }
+            return Double(max(0, bytes - bytesDone)) / rate
+        }
     }
 
     public var images: [Image]

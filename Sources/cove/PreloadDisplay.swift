@@ -3,7 +3,7 @@ import Foundation
 import Mirror
 
 /// How `cove preload` shows progress: on a terminal, a block redrawn every 500 ms (a line per started image
-/// with blobs, bytes and percentage, then the totals with rate and ETA); otherwise plain log lines when an image
+/// with blobs, bytes, percentage, rate and ETA, then the totals with rate and ETA); otherwise plain log lines when an image
 /// is resolved, completes or fails, and a totals line every 10 s. Both end with the summary
 /// (`PreloadStatus.summaryText`: one line per image, then images, blobs, bytes, time).
 final class PreloadDisplay: @unchecked Sendable {
@@ -64,8 +64,10 @@ final class PreloadDisplay: @unchecked Sendable {
             switch image.state {
             case .fetching:
                 let pct = image.bytes > 0 ? Int(Double(image.bytesDone) * 100 / Double(image.bytes)) : 0
-                lines.append("  fetching  \(name)  \(image.blobsCached + image.blobsFetched)/\(image.blobs) blobs  "
-                             + "\(ByteFormat.human(image.bytesDone)) / \(ByteFormat.human(image.bytes))  \(min(pct, 100))%")
+                var line = "  fetching  \(name)  \(image.blobsCached + image.blobsFetched)/\(image.blobs) blobs  "
+                    + "\(ByteFormat.human(image.bytesDone)) / \(ByteFormat.human(image.bytes))  \(min(pct, 100))%  \(ByteFormat.human(Int64(image.rate)))/s"
+                if let eta = image.eta { line += "  ETA \(PreloadStatus.duration(eta))" }
+                lines.append(line)
             case .resolving: lines.append("  resolving \(name)")
             case .done: lines.append("  done      \(name)  \(image.blobs) blobs  \(ByteFormat.human(image.bytes))  \(PreloadStatus.duration(image.seconds))")
             case .failed: lines.append("  FAILED    \(name)")
