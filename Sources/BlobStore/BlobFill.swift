@@ -125,6 +125,9 @@ public final class BlobFill: Sendable {
         waiter?.continuation.resume(throwing: CancellationError())
     }
 
+    /// Bytes written to the temp file so far (progress; may drop to 0 when an upstream restarts the body).
+    public var bytesWritten: Int64 { state.withLock { $0.written } }
+
     /// Readers parked in `waitForBytes` right now.
     public var parkedReaders: Int { state.withLock { $0.waiters.count } }
 

@@ -41,14 +41,7 @@ public enum AdminChannel {
                 // A server (or another command) holds the storage: ask it.
             }
             do {
-                let (status, data) = try await AdminClient.post(socketPath: socket, command: C.name, body: body)
-                switch status {
-                case 200: return (try AdminCoding.decoder.decode(C.Response.self, from: data), .server)
-                case 404 where String(decoding: data, as: UTF8.self).contains("unknown command"): throw AdminError.unknownCommand(C.name)
-                default:
-                    let message = (try? JSONDecoder().decode(AdminFailureBody.self, from: data))?.error ?? String(decoding: data.prefix(500), as: UTF8.self)
-                    throw AdminError.server(status, message)
-                }
+                return (try await ask(command, body: body, socket: socket), .server)
             } catch AdminClient.Failure.unreachable(let why) {
                 lastFailure = why
             } catch AdminClient.Failure.protocolError(let why) {
@@ -56,6 +49,41 @@ public enum AdminChannel {
             }
             guard ContinuousClock.now < deadline else { throw AdminError.serverUnreachable(socket, lastFailure) }
             try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Runs `command` in the server owning `storage`, through its admin socket only (the caller found the storage
+    /// locked), retrying every 100 ms for `patience` seconds while nothing answers.
+    /// - Throws: `AdminError` when no server answers, or for its error answers.
+    public static func runOnServer<C: AdminCommand>(_ command: C.Type, _ request: C.Request, storage: URL,
+                                                    patience: Double = 5) async throws -> C.Response {
+        let socket = socketPath(storage: storage)
+        let body = try AdminCoding.encoder.encode(request)
+        let deadline = ContinuousClock.now + .milliseconds(Int(patience * 1000))
+        while true {
+            let why: String
+            do {
+                return try await ask(command, body: body, socket: socket)
+            } catch AdminClient.Failure.unreachable(let w) {
+                why = w
+            } catch AdminClient.Failure.protocolError(let w) {
+                why = w
+            }
+            guard ContinuousClock.now < deadline else { throw AdminError.serverUnreachable(socket, why) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// One request over the socket.
+    /// - Throws: `AdminClient.Failure` when nothing answers; `AdminError` for an error answer.
+    private static func ask<C: AdminCommand>(_ command: C.Type, body: Data, socket: String) async throws -> C.Response {
+        let (status, data) = try await AdminClient.post(socketPath: socket, command: C.name, body: body)
+        switch status {
+        case 200: return try AdminCoding.decoder.decode(C.Response.self, from: data)
+        case 404 where String(decoding: data, as: UTF8.self).contains("unknown command"): throw AdminError.unknownCommand(C.name)
+        default:
+            let message = (try? JSONDecoder().decode(AdminFailureBody.self, from: data))?.error ?? String(decoding: data.prefix(500), as: UTF8.self)
+            throw AdminError.server(status, message)
         }
     }
 }

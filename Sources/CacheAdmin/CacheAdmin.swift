@@ -19,6 +19,8 @@ public final class CacheAdmin: Sendable {
 
     /// True inside a running server: other writers (fills, eviction) may change the store meanwhile.
     public let isServer: Bool
+    /// Preloads started through the admin socket (server only).
+    public let preloads = PreloadJobs()
 
     /// A view through `mirror`'s store and index: the running server's (`inServer`), or a mirror the CLI process
     /// opened under the storage lock (then nothing else writes meanwhile).

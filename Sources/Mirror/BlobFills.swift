@@ -14,6 +14,8 @@ import Upstream
 /// it leaves the table, so the next request for a failed digest starts afresh.
 actor BlobFills {
     private var active: [Digest: BlobFill] = [:]
+    /// Callers of `waitUntilSettled`, per digest, resumed when its fill leaves the table.
+    private var settledWaiters: [Digest: [CheckedContinuation<Void, Never>]] = [:]
     let store: BlobStore
     let index: CacheIndex
     let configuration: MirrorConfiguration
@@ -62,6 +64,13 @@ actor BlobFills {
     private func finished(_ digest: Digest) {
         active[digest] = nil
         use.endFill(digest.description)
+        for waiter in settledWaiters.removeValue(forKey: digest) ?? [] { waiter.resume() }
+    }
+
+    /// Waits until no fill of `digest` is in flight: the one running now committed (file and row) or failed.
+    func waitUntilSettled(_ digest: Digest) async {
+        guard active[digest] != nil else { return }
+        await withCheckedContinuation { settledWaiters[digest, default: []].append($0) }
     }
 
     /// Drives one fill to its end. Transport failures resume from the bytes already written with

@@ -5,17 +5,20 @@ import Upstream
 /// (`busybox:1.36`) — resolved the way `cove serve` routes requests: the first component names a registry when
 /// `UpstreamRouter.isRegistryPrefix` says so, else the default registry applies; names are then as sent
 /// upstream (`library/busybox` on Docker Hub, `OCI.DockerHub`). Without a tag or digest the tag is `latest`.
+/// `name:tag@digest` is by digest (the digest wins); the tag is kept in `tag`.
 public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     /// Registry identity as the cache keys it (`docker.io`, `ghcr.io`, `host:port`).
     public var registry: String
     /// Repository as sent upstream.
     public var repository: RepositoryName
     public var reference: Reference
+    /// The tag written beside a digest (`name:tag@digest`); nil otherwise.
+    public var tag: Tag?
 
     public var description: String {
         switch reference {
         case .tag(let t): "\(registry)/\(repository):\(t)"
-        case .digest(let d): "\(registry)/\(repository)@\(d)"
+        case .digest(let d): "\(registry)/\(repository)" + (tag.map { ":\($0)" } ?? "") + "@\(d)"
         }
     }
 
@@ -25,9 +28,14 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     public static func parse(_ text: String, router: UpstreamRouter) throws(DistributionError) -> ImageReference {
         var name = Substring(text)
         var reference = Reference.tag(try Tag("latest"))
+        var taggedDigest: Tag?
         if let at = name.firstIndex(of: "@") {
             reference = .digest(try Digest(String(name[name.index(after: at)...])))
             name = name[..<at]
+            if let colon = name.lastIndex(of: ":"), !name[colon...].contains("/") {
+                taggedDigest = try Tag(String(name[name.index(after: colon)...]))
+                name = name[..<colon]
+            }
         } else if let colon = name.lastIndex(of: ":"), !name[colon...].contains("/") {
             reference = .tag(try Tag(String(name[name.index(after: colon)...])))
             name = name[..<colon]
@@ -43,6 +51,6 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
             path = String(name)
         }
         let repository = client.upstreamName(for: try RepositoryName(path))
-        return ImageReference(registry: client.name, repository: repository, reference: reference)
+        return ImageReference(registry: client.name, repository: repository, reference: reference, tag: taggedDigest)
     }
 }

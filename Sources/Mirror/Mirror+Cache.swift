@@ -37,7 +37,12 @@ extension Mirror {
     /// whatever the tag resolves to later. Works whether or not the image is cached.
     /// - Throws: `DistributionError` for a malformed or unroutable name; GRDB's `DatabaseError`.
     public func pin(_ image: String) throws -> PinResult {
-        let ref = try ImageReference.parse(image, router: router)
+        try pin(try ImageReference.parse(image, router: router))
+    }
+
+    /// Pins an image already resolved (as `pin(_:)` does for its text).
+    /// - Throws: GRDB's `DatabaseError`.
+    public func pin(_ ref: ImageReference) throws -> PinResult {
         let digest: String?
         switch ref.reference {
         case .digest(let d): digest = d.description

@@ -3,9 +3,12 @@
 the response streamed back. Each request line is printed to stdout (flushed), so tests can count what went
 through the proxy. Only loopback targets are allowed.
 
-Usage: http_proxy.py --port P
+Usage: http_proxy.py --port P [--rate BYTES_PER_SECOND]
+
+With --rate, bodies are streamed in 64 KiB pieces no faster than that (a slow link, so tests can interrupt a
+transfer half way).
 """
-import argparse, http.client, sys, urllib.parse
+import argparse, http.client, sys, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -31,6 +34,21 @@ class Proxy(BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in ("connection", "keep-alive", "transfer-encoding"):
                 self.send_header(k, v)
+        rate = self.server.rate
+        if rate and method != "HEAD" and resp.getheader("Content-Length") is not None:
+            self.end_headers()
+            started, sent = time.monotonic(), 0
+            while True:
+                piece = resp.read(65536)
+                if not piece:
+                    break
+                self.wfile.write(piece)
+                sent += len(piece)
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+            conn.close()
+            return
         body = b"" if method == "HEAD" else resp.read()
         if resp.getheader("Content-Length") is None and method != "HEAD":
             self.send_header("Content-Length", str(len(body)))
@@ -52,8 +70,11 @@ class Proxy(BaseHTTPRequestHandler):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--rate", type=int, default=0)
     args = ap.parse_args()
-    ThreadingHTTPServer(("127.0.0.1", args.port), Proxy).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Proxy)
+    server.rate = args.rate
+    server.serve_forever()
 
 
 if __name__ == "__main__":
