@@ -35,7 +35,8 @@ extension AdminResponse {
 public enum AdminCommands {
     /// The dispatch table: one entry per command. Add new commands here.
     public static let all: [any AdminCommand.Type] = [VerifyCommand.self, StatsCommand.self, ListCommand.self,
-                                                      GCCommand.self, PinCommand.self, UnpinCommand.self]
+                                                      GCCommand.self, PinCommand.self, UnpinCommand.self,
+                                                      ImportCommand.self]
 
     /// Decodes a request body, runs the command, encodes its answer.
     typealias Handler = @Sendable (Data, CacheAdmin) async throws -> Data

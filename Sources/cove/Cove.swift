@@ -7,7 +7,8 @@ struct Cove: AsyncParsableCommand {
         commandName: "cove",
         abstract: "A container-registry mirror and pull-through cache.",
         version: "0.1.0",
-        subcommands: [Serve.self, CheckConfig.self, Probe.self, GC.self, Pin.self, Unpin.self, VerifyCLI.self, StatsCLI.self, ListCLI.self],
+        subcommands: [Serve.self, CheckConfig.self, Probe.self, GC.self, Pin.self, Unpin.self, VerifyCLI.self, StatsCLI.self, ListCLI.self,
+                      Export.self, Import.self],
         defaultSubcommand: Serve.self
     )
 }
