@@ -12,6 +12,13 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     public var repository: RepositoryName
     public var reference: Reference
 
+    /// An image already resolved: `registry` as the cache keys it, `repository` as sent upstream.
+    public init(registry: String, repository: RepositoryName, reference: Reference) {
+        self.registry = registry
+        self.repository = repository
+        self.reference = reference
+    }
+
     public var description: String {
         switch reference {
         case .tag(let t): "\(registry)/\(repository):\(t)"

@@ -36,7 +36,7 @@ public final class TarReader {
     /// The next member, or nil at the end of the archive.
     /// - Throws: `TarError.truncated` when the input ends before the end-of-archive block or inside a member,
     ///   `.badHeader` for a block that is not a tar header, `.io` for read errors.
-    public func next() throws(TarError) -> TarEntry? {
+    public func next() throws -> TarEntry? {
         try skipRest()
         var paxPath: String?
         var paxSize: Int64?
@@ -45,16 +45,17 @@ public final class TarReader {
             var block = [UInt8](repeating: 0, count: 512)
             let got = try readFully(&block)
             guard got == 512 else {
-                throw .truncated(current.map { "after member \($0.path), before the end-of-archive block" } ?? "before its first header")
+                let after = current.map { "after member \($0.path)" } ?? "before its first member"
+                throw TarError.truncated(got > 0 ? "inside the header \(after)" : "\(after), before the end-of-archive block")
             }
             offset += 512
             if block.allSatisfy({ $0 == 0 }) { current = nil; return nil }
             let headerOffset = offset - 512
-            guard let stored = Self.number(block[148..<156]) else { throw .badHeader(offset: headerOffset, "checksum field is not a number") }
+            guard let stored = Self.number(block[148..<156]) else { throw TarError.badHeader(offset: headerOffset, "checksum field is not a number") }
             var sum: Int64 = 0
             for (i, b) in block.enumerated() { sum += (148..<156).contains(i) ? 32 : Int64(b) }
-            guard sum == stored else { throw .badHeader(offset: headerOffset, "header checksum mismatch") }
-            guard var size = Self.number(block[124..<136]), size >= 0 else { throw .badHeader(offset: headerOffset, "size field is not a number") }
+            guard sum == stored else { throw TarError.badHeader(offset: headerOffset, "header checksum mismatch") }
+            guard var size = Self.number(block[124..<136]), size >= 0 else { throw TarError.badHeader(offset: headerOffset, "size field is not a number") }
             let type = block[156]
             var name = Self.string(block[0..<100])
             if block[257..<262].elementsEqual("ustar".utf8) {
@@ -63,9 +64,9 @@ public final class TarReader {
             }
             switch type {
             case UInt8(ascii: "x"), UInt8(ascii: "g"), UInt8(ascii: "L"):
-                guard size <= 1 << 20 else { throw .badHeader(offset: headerOffset, "extended header of \(size) bytes") }
+                guard size <= 1 << 20 else { throw TarError.badHeader(offset: headerOffset, "extended header of \(size) bytes") }
                 var data = [UInt8](repeating: 0, count: Int(size))
-                guard try readFully(&data) == data.count else { throw .truncated("inside an extended header") }
+                guard try readFully(&data) == data.count else { throw TarError.truncated("inside an extended header") }
                 offset += size
                 try skip(Self.padding(size), what: "an extended header")
                 if type == UInt8(ascii: "L") {
@@ -100,16 +101,16 @@ public final class TarReader {
     /// Reads contents of the current member into `buffer`.
     /// - Returns: bytes read; 0 at the end of the member.
     /// - Throws: `TarError.truncated` naming the member when the input ends inside it; `.io`.
-    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(TarError) -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard remaining > 0 else { return 0 }
         let want = Int(min(Int64(buffer.count), remaining))
         while true {
             let n = Glibc.read(fd, buffer.baseAddress, want)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io("read: \(String(cString: strerror(errno)))")
+                throw TarError.io("read: \(String(cString: strerror(errno)))")
             }
-            if n == 0 { throw .truncated("inside member \(current?.path ?? "?") (\(remaining) of its \(current?.size ?? 0) bytes missing)") }
+            if n == 0 { throw TarError.truncated("inside member \(current?.path ?? "?") (\(remaining) of its \(current?.size ?? 0) bytes missing)") }
             remaining -= Int64(n)
             offset += Int64(n)
             return n
@@ -118,12 +119,12 @@ public final class TarReader {
 
     /// Reads the whole current member (for small files: `index.json`, manifests).
     /// - Throws: `TarError.badHeader` when it is larger than `limit` bytes; as `read(into:)`.
-    public func readAll(limit: Int64) throws(TarError) -> [UInt8] {
-        guard remaining <= limit else { throw .badHeader(offset: offset, "member \(current?.path ?? "?") is \(remaining) bytes, more than \(limit)") }
+    public func readAll(limit: Int64) throws -> [UInt8] {
+        guard remaining <= limit else { throw TarError.badHeader(offset: offset, "member \(current?.path ?? "?") is \(remaining) bytes, more than \(limit)") }
         var out = [UInt8](repeating: 0, count: Int(remaining))
         var filled = 0
         while filled < out.count {
-            let n = try out.withUnsafeMutableBytes { raw throws(TarError) in
+            let n = try out.withUnsafeMutableBytes { raw in
                 try read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
             }
             filled += n
@@ -131,7 +132,7 @@ public final class TarReader {
         return out
     }
 
-    private func skipRest() throws(TarError) {
+    private func skipRest() throws {
         let what = current.map { "inside member \($0.path)" } ?? "inside a member"
         if remaining > 0 {
             try skip(remaining, what: what)
@@ -141,29 +142,29 @@ public final class TarReader {
         padding = 0
     }
 
-    private func skip(_ count: Int64, what: String) throws(TarError) {
+    private func skip(_ count: Int64, what: String) throws {
         var left = count
         while left > 0 {
             let want = Int(min(Int64(skipBuffer.count), left))
             let n = skipBuffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, want) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io("read: \(String(cString: strerror(errno)))")
+                throw TarError.io("read: \(String(cString: strerror(errno)))")
             }
-            if n == 0 { throw .truncated(what) }
+            if n == 0 { throw TarError.truncated(what) }
             left -= Int64(n)
             offset += Int64(n)
         }
     }
 
     /// Reads until `buffer` is full or the input ends. - Returns: bytes read.
-    private func readFully(_ buffer: inout [UInt8]) throws(TarError) -> Int {
+    private func readFully(_ buffer: inout [UInt8]) throws -> Int {
         var filled = 0
         while filled < buffer.count {
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io("read: \(String(cString: strerror(errno)))")
+                throw TarError.io("read: \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
             filled += n
@@ -193,7 +194,7 @@ public final class TarReader {
     }
 
     /// Parses pax records `"<length> <key>=<value>\n"`.
-    static func paxRecords(_ data: [UInt8], at offset: Int64) throws(TarError) -> [(String, String)] {
+    static func paxRecords(_ data: [UInt8], at offset: Int64) throws -> [(String, String)] {
         var out: [(String, String)] = []
         var i = 0
         while i < data.count {
@@ -201,7 +202,7 @@ public final class TarReader {
                   let length = Int(String(decoding: data[i..<space], as: UTF8.self)), length > 0, i + length <= data.count,
                   data[i + length - 1] == UInt8(ascii: "\n"),
                   let equals = data[(space + 1)..<(i + length)].firstIndex(of: UInt8(ascii: "=")) else {
-                throw .badHeader(offset: offset, "malformed pax record")
+                throw TarError.badHeader(offset: offset, "malformed pax record")
             }
             out.append((String(decoding: data[(space + 1)..<equals], as: UTF8.self),
                         String(decoding: data[(equals + 1)..<(i + length - 1)], as: UTF8.self)))

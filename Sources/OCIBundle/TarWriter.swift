@@ -23,23 +23,23 @@ public final class TarWriter {
 
     /// Adds a directory entry `path` (a trailing `/` is added), mode 0755.
     /// - Throws: `TarError.io` when the output cannot be written.
-    public func addDirectory(_ path: String) throws(TarError) {
+    public func addDirectory(_ path: String) throws {
         let name = path.hasSuffix("/") ? path : path + "/"
         try writeHeader(name: name, size: 0, type: UInt8(ascii: "5"), mode: 0o755)
     }
 
     /// Adds a regular file `path` holding `bytes`, mode 0644.
     /// - Throws: `TarError.io` when the output cannot be written.
-    public func addFile(_ path: String, bytes: [UInt8]) throws(TarError) {
+    public func addFile(_ path: String, bytes: [UInt8]) throws {
         try writeHeader(name: path, size: Int64(bytes.count), type: UInt8(ascii: "0"), mode: 0o644)
-        try bytes.withUnsafeBytes { raw throws(TarError) in try writeAll(raw) }
+        try bytes.withUnsafeBytes { raw in try writeAll(raw) }
         try pad(Int64(bytes.count))
     }
 
     /// Adds a regular file `path` whose `size` bytes are read from the open descriptor `source` from offset 0.
     /// - Throws: `TarError.io` when the output cannot be written; `TarError.shortSource` when `source` ends
     ///   before `size` bytes (the archive is then unusable: the caller must discard it).
-    public func addFile(_ path: String, size: Int64, from source: Int32) throws(TarError) {
+    public func addFile(_ path: String, size: Int64, from source: Int32) throws {
         try writeHeader(name: path, size: size, type: UInt8(ascii: "0"), mode: 0o644)
         var offset: Int64 = 0
         while offset < size {
@@ -48,19 +48,19 @@ public final class TarWriter {
                 var off = off_t(offset)
                 let n = sendfile(fd, source, &off, want)
                 if n > 0 { offset += Int64(n); bytesWritten += Int64(n); continue }
-                if n == 0 { throw .shortSource(path) }
+                if n == 0 { throw TarError.shortSource(path) }
                 if errno == EINTR || errno == EAGAIN { continue }
                 if errno == EINVAL || errno == ENOSYS { sendfileWorks = false; continue }
-                throw .io("write: \(String(cString: strerror(errno)))")
+                throw TarError.io("write: \(String(cString: strerror(errno)))")
             }
             let chunk = min(buffer.count, want)
             let n = buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress, chunk, off_t(offset)) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io("read \(path): \(String(cString: strerror(errno)))")
+                throw TarError.io("read \(path): \(String(cString: strerror(errno)))")
             }
-            if n == 0 { throw .shortSource(path) }
-            try buffer.withUnsafeBytes { raw throws(TarError) in try writeAll(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
+            if n == 0 { throw TarError.shortSource(path) }
+            try buffer.withUnsafeBytes { raw in try writeAll(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
             offset += Int64(n)
         }
         try pad(size)
@@ -68,14 +68,14 @@ public final class TarWriter {
 
     /// Ends the archive with two zero blocks.
     /// - Throws: `TarError.io`.
-    public func finish() throws(TarError) {
+    public func finish() throws {
         let zeros = [UInt8](repeating: 0, count: 1024)
-        try zeros.withUnsafeBytes { raw throws(TarError) in try writeAll(raw) }
+        try zeros.withUnsafeBytes { raw in try writeAll(raw) }
     }
 
     // MARK: - Headers
 
-    private func writeHeader(name: String, size: Int64, type: UInt8, mode: Int) throws(TarError) {
+    private func writeHeader(name: String, size: Int64, type: UInt8, mode: Int) throws {
         var pax: [(String, String)] = []
         let split = Self.splitUstarName(name)
         if split == nil { pax.append(("path", name)) }
@@ -83,14 +83,14 @@ public final class TarWriter {
         if !pax.isEmpty {
             let body = Array(pax.map { Self.paxRecord($0.0, $0.1) }.joined().utf8)
             let header = Self.header(name: "PaxHeaders/entry", prefix: "", size: Int64(body.count), type: UInt8(ascii: "x"), mode: 0o644)
-            try header.withUnsafeBytes { raw throws(TarError) in try writeAll(raw) }
-            try body.withUnsafeBytes { raw throws(TarError) in try writeAll(raw) }
+            try header.withUnsafeBytes { raw in try writeAll(raw) }
+            try body.withUnsafeBytes { raw in try writeAll(raw) }
             try pad(Int64(body.count))
         }
         // With a pax `path`, the ustar name is only a fallback for readers without pax support.
         let (prefix, last) = split ?? ("", String(decoding: Array(name.utf8.suffix(99)), as: UTF8.self))
         let header = Self.header(name: last, prefix: prefix, size: min(size, Self.maxUstarSize), type: type, mode: mode)
-        try header.withUnsafeBytes { raw throws(TarError) in try writeAll(raw) }
+        try header.withUnsafeBytes { raw in try writeAll(raw) }
     }
 
     /// Largest size an 11-digit octal ustar field holds (8 GiB - 1).
@@ -147,20 +147,20 @@ public final class TarWriter {
         return h
     }
 
-    private func pad(_ size: Int64) throws(TarError) {
+    private func pad(_ size: Int64) throws {
         let rest = Int((512 - size % 512) % 512)
         guard rest > 0 else { return }
         let zeros = [UInt8](repeating: 0, count: rest)
-        try zeros.withUnsafeBytes { raw throws(TarError) in try writeAll(raw) }
+        try zeros.withUnsafeBytes { raw in try writeAll(raw) }
     }
 
-    private func writeAll(_ raw: UnsafeRawBufferPointer) throws(TarError) {
+    private func writeAll(_ raw: UnsafeRawBufferPointer) throws {
         var sent = 0
         while sent < raw.count {
             let n = write(fd, raw.baseAddress! + sent, raw.count - sent)
             if n < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                throw .io("write: \(String(cString: strerror(errno)))")
+                throw TarError.io("write: \(String(cString: strerror(errno)))")
             }
             sent += n
         }

@@ -92,7 +92,9 @@ struct BundleTests {
         defer { close(fd) }
         let tar = TarReader(fd: fd)
         var out: [String: [UInt8]] = [:]
-        while let e = try tar.next() where e.kind == .file { out[e.path] = try tar.readAll(limit: 1 << 26) }
+        while let e = try tar.next() {
+            if e.kind == .file { out[e.path] = try tar.readAll(limit: 1 << 26) }
+        }
         return out
     }
 

@@ -43,7 +43,7 @@ struct TarTests {
         defer { close(fd) }
         let tar = TarReader(fd: fd)
         var out: [(String, [UInt8])] = []
-        while let e = try tar.next() where e.kind == .file || e.kind == .directory {
+        while let e = try tar.next() {
             if e.kind == .file { out.append((e.path, try tar.readAll(limit: 1 << 26))) }
         }
         return out
@@ -113,14 +113,14 @@ struct TarTests {
         let whole = try Data(contentsOf: URL(fileURLWithPath: path))
         // Inside the first member's data, at a member boundary (before the second header), inside the second
         // member, and just before the end-of-archive blocks.
-        for cut in [700, 1536, 2000, 2560] {
+        for cut in [700, 1536, 2000, 2300, 2560] {
             let cutPath = dir.appendingPathComponent("cut-\(cut).tar").path
             try whole.prefix(cut).write(to: URL(fileURLWithPath: cutPath))
             #expect(throws: TarError.self) { _ = try Self.read(cutPath) }
         }
         do {
             let cutPath = dir.appendingPathComponent("cut.tar").path
-            try whole.prefix(2000).write(to: URL(fileURLWithPath: cutPath))
+            try whole.prefix(2300).write(to: URL(fileURLWithPath: cutPath))
             _ = try Self.read(cutPath)
             Issue.record("a cut archive was read")
         } catch let e as TarError {
