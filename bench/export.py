@@ -4,7 +4,7 @@
 Builds a cache holding one image with a single incompressible layer of --size MiB (index rows + files written
 directly, as bench/evict.py does), then measures on the same machine:
   1. `cove export -o FILE` of that image (a tar on the same file system),
-  2. `cove export -o -` piped to /dev/null (the streaming path alone),
+  2. `cove export -o -` through a pipe (`| cat > /dev/null`: the streaming path without a disk write),
   3. `cove import FILE` into a fresh storage (hash + stage + fsync + rename),
   4. `skopeo copy docker://COVE/bench/big:v1 oci:DIR` from a `cove serve --offline` on the same cache (what
      an operator would otherwise do; skopeo verifies digests and writes an OCI layout), and `skopeo sync` of the
@@ -113,7 +113,7 @@ def main():
             bundle = os.path.join(tmp, "bundle.tar")
             t_file, _ = timed([a.cove, "export", "--config", config, "-o", bundle, "127.0.0.1:9/bench/big:v1"])
             t0 = time.time()
-            p = subprocess.run(f"{a.cove} export --config {config} -o - 127.0.0.1:9/bench/big:v1 > /dev/null", shell=True, capture_output=True)
+            p = subprocess.run(f"{a.cove} export --config {config} -o - 127.0.0.1:9/bench/big:v1 | cat > /dev/null", shell=True, capture_output=True)
             t_pipe = time.time() - t0
             assert p.returncode == 0, p.stderr
             fresh = os.path.join(tmp, f"import-{run}")
@@ -136,7 +136,7 @@ def main():
         if a.out:
             with open(a.out, "a") as f:
                 f.write(f"\n## {datetime.date.today()}: export / import of a {mib} MiB image (`bench/export.py`)\n\n")
-                f.write("| run | cove export -o FILE | cove export -o - > /dev/null | cove import FILE | skopeo copy docker://cove → oci:DIR | skopeo sync → dir |\n|---|---|---|---|---|---|\n")
+                f.write("| run | cove export -o FILE | cove export -o - \| cat > /dev/null | cove import FILE | skopeo copy docker://cove → oci:DIR | skopeo sync → dir |\n|---|---|---|---|---|---|\n")
                 for (run, m, tf, tp, ti, ts, tsy) in rows:
                     f.write(f"| {run} | {tf:.2f} s ({m / tf:.0f} MiB/s) | {tp:.2f} s ({m / tp:.0f} MiB/s) | {ti:.2f} s ({m / ti:.0f} MiB/s) | "
                             f"{ts:.2f} s ({m / ts:.0f} MiB/s) | {tsy:.2f} s ({m / tsy:.0f} MiB/s) |\n")
