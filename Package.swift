@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 // Cove: a pull-through cache for OCI / Docker Registry v2 registries.
 // Targets and their rules: docs/ARCHITECTURE.md. Dependencies point down:
-// cove → {MirrorServer, CacheAdmin} → Mirror → {Upstream, BlobStore, CacheIndex} → OCI.
+// cove → {MirrorServer, CacheAdmin} → Mirror → {Upstream, BlobStore, CacheIndex} → OCI; CacheAdmin → OCIBundle → OCI.
 import PackageDescription
 
 let package = Package(
@@ -31,6 +31,7 @@ let package = Package(
             name: "OCI",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
         ),
+        .target(name: "OCIBundle", dependencies: ["OCI"]),
         .target(
             name: "CacheIndex",
             dependencies: ["OCI", .product(name: "GRDB", package: "GRDB.swift")]
@@ -53,7 +54,7 @@ let package = Package(
         .target(
             name: "CacheAdmin",
             dependencies: [
-                "OCI", "Mirror", "BlobStore", "CacheIndex",
+                "OCI", "Mirror", "BlobStore", "CacheIndex", "OCIBundle",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -85,12 +86,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "OCIBundleTests", dependencies: ["OCIBundle", "OCI"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream", "Mirror"]),
         .testTarget(
             name: "MirrorServerTests",
             dependencies: [
-                "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream", "CacheAdmin",
+                "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream", "CacheAdmin", "OCIBundle",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

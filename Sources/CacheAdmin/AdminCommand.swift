@@ -36,7 +36,7 @@ public enum AdminCommands {
     /// The dispatch table: one entry per command. Add new commands here.
     public static let all: [any AdminCommand.Type] = [VerifyCommand.self, StatsCommand.self, ListCommand.self,
                                                       GCCommand.self, PinCommand.self, UnpinCommand.self,
-                                                      PreloadCommand.self, PreloadStatusCommand.self]
+                                                      PreloadCommand.self, PreloadStatusCommand.self, ImportCommand.self]
 
     /// Decodes a request body, runs the command, encodes its answer.
     typealias Handler = @Sendable (Data, CacheAdmin) async throws -> Data

@@ -15,6 +15,15 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     /// The tag written beside a digest (`name:tag@digest`); nil otherwise.
     public var tag: Tag?
 
+    /// An image already resolved: `registry` as the cache keys it, `repository` as sent upstream; `tag` only
+    /// beside a digest (`name:tag@digest`).
+    public init(registry: String, repository: RepositoryName, reference: Reference, tag: Tag? = nil) {
+        self.registry = registry
+        self.repository = repository
+        self.reference = reference
+        self.tag = tag
+    }
+
     public var description: String {
         switch reference {
         case .tag(let t): "\(registry)/\(repository):\(t)"

@@ -20,13 +20,16 @@ struct AdminOutputOptions: ParsableArguments {
 }
 
 /// Runs `command` against the configured storage, prints its answer and exits with its status.
-func runAdmin<C: AdminCommand>(_ command: C.Type, _ request: C.Request, options: ConfigOptions, output: AdminOutputOptions) async throws {
+/// - Parameter creatingStorage: the command may start a new cache (`import`): a new or empty directory is
+///   accepted as for `serve`; other commands need an existing Cove storage.
+func runAdmin<C: AdminCommand>(_ command: C.Type, _ request: C.Request, options: ConfigOptions, output: AdminOutputOptions,
+                               creatingStorage: Bool = false) async throws {
     let config = try options.load()
     let storage = URL(fileURLWithPath: config.storage)
     let response: C.Response
     do {
         response = try await AdminChannel.run(command, request, storage: storage) { storage in
-            try openInProcess(config, storage: storage)
+            try openInProcess(config, storage: storage, creatingStorage: creatingStorage)
         }.response
     } catch let error as AdminError {
         FileHandle.standardError.write(Data("cove \(C.name): \(error)\n".utf8))
@@ -48,8 +51,8 @@ func runAdmin<C: AdminCommand>(_ command: C.Type, _ request: C.Request, options:
 /// nobody else using the storage, content has no grace age (the grace protects a concurrent fill's commits).
 /// - Throws: `AdminError.noStorage`; `BlobStoreError.inUse` when a server holds the storage (the channel then
 ///   asks it through its socket).
-func openInProcess(_ config: CoveConfiguration, storage: URL) throws -> CacheAdmin {
-    try checkExistingStorage(storage)
+func openInProcess(_ config: CoveConfiguration, storage: URL, creatingStorage: Bool = false) throws -> CacheAdmin {
+    if creatingStorage { try Serve.checkStorage(storage) } else { try checkExistingStorage(storage) }
     var cache = config.cache
     cache.evictionGrace = 0
     var logger = Logger(label: "cove")

@@ -21,6 +21,9 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String?
 
+    @Flag(name: .long, help: "Never contact an upstream: serve what is cached, 404 for the rest (overrides offline:).")
+    var offline = false
+
     /// Defaults, then the file, then flags.
     func load() throws -> CoveConfiguration {
         var configuration = CoveConfiguration()
@@ -36,6 +39,7 @@ struct ConfigOptions: ParsableArguments {
             let (name, url) = try CoveConfiguration.parseUpstreamFlag(upstream, key: "--upstream")
             configuration.useSingleUpstream(url: url, name: name)
         }
+        if offline { configuration.cache.offline = true }
         if let logLevel {
             guard CoveConfiguration.logLevels.contains(logLevel) else {
                 throw ValidationError("--log-level must be one of \(CoveConfiguration.logLevels.joined(separator: ", "))")

@@ -7,7 +7,8 @@ struct Cove: AsyncParsableCommand {
         commandName: "cove",
         abstract: "A container-registry mirror and pull-through cache.",
         version: "0.1.0",
-        subcommands: [Serve.self, CheckConfig.self, Probe.self, GC.self, Pin.self, Unpin.self, VerifyCLI.self, StatsCLI.self, ListCLI.self, Preload.self],
+        subcommands: [Serve.self, CheckConfig.self, Probe.self, Preload.self, Export.self, Import.self, GC.self, Pin.self, Unpin.self,
+                      VerifyCLI.self, StatsCLI.self, ListCLI.self],
         defaultSubcommand: Serve.self
     )
 }
