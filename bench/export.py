@@ -14,16 +14,10 @@ Every run starts with the source file in the page cache (a warm-up read), like a
 Usage: bench/export.py [--size 512] [--cove .build/release/cove] [--runs 3] [--out bench/RESULTS.md]
 """
 import argparse, datetime, hashlib, json, os, shutil, socket, sqlite3, subprocess, sys, tempfile, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def put(storage, data_or_path, digest):

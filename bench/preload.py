@@ -12,23 +12,11 @@ Wall time from exec to exit; throughput = layer bytes / wall time.
 Usage: bench/preload.py [--size-mib 512] [--runs 3] [--cove .build/release/cove] [--out bench/RESULTS.md]
 """
 import argparse, json, os, platform, shutil, signal, socket, subprocess, sys, tempfile, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port, wait_http  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "Tests/IntegrationTests/Fixtures")
-
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url], capture_output=True, text=True)
-        if r.stdout.strip() not in ("", "000"):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
 
 
 def timed(args, env=None):
