@@ -60,6 +60,9 @@ public final class BlobFill: Sendable {
         state = Mutex(State())
     }
 
+    /// The temp file's path relative to the storage root (`tmp/<name>`).
+    public var temporaryPath: String { "tmp/" + (tmpPath as NSString).lastPathComponent }
+
     /// The writing side. Call once and hand the result to exactly one producer.
     public func makeWriter() -> BlobFillWriter { BlobFillWriter(fill: self) }
 

@@ -16,6 +16,8 @@ public struct StoredFile: Sendable, Equatable {
     /// The later of its modification and status-change times: a rename into `blobs/` sets the status-change
     /// time, so this says when the file got where it is (or was last written).
     public var changedAt: Date
+    /// When its content was last written (a temp file nobody writes to any more is a leftover).
+    public var modifiedAt: Date
 }
 
 extension BlobStore {
@@ -100,7 +102,7 @@ extension BlobStore {
         let m = Double(s.st_mtim.tv_sec) + Double(s.st_mtim.tv_nsec) / 1e9
         let c = Double(s.st_ctim.tv_sec) + Double(s.st_ctim.tv_nsec) / 1e9
         return StoredFile(digest: digest, relativePath: relative, size: Int64(s.st_size),
-                          changedAt: Date(timeIntervalSince1970: max(m, c)))
+                          changedAt: Date(timeIntervalSince1970: max(m, c)), modifiedAt: Date(timeIntervalSince1970: m))
     }
 
     /// Entry names of a directory except `.` and `..`; empty when it cannot be read.

@@ -167,17 +167,22 @@ extension CacheAdmin {
             report.findings.append(f)
         }
 
-        let temps = store.temporaryFiles().sorted { $0.relativePath < $1.relativePath }
+        var temps = store.temporaryFiles().sorted { $0.relativePath < $1.relativePath }
         if isServer {
-            // The server cleared tmp/ when it started; what is there now belongs to its fills in flight.
-            report.fillsInFlight = temps.count
-        } else {
-            for t in temps {
-                var f = VerifyReport.Finding(kind: .temporary, digest: nil, path: t.relativePath,
-                                             detail: "temp file (\(t.size) bytes) of a fill that never finished", repaired: false)
-                if repair { f.repaired = store.removeFile(relativePath: t.relativePath) }
-                report.findings.append(f)
-            }
+            // The server cleared tmp/ when it started: a file there is a fill in flight, or an import staging
+            // (written to recently); one nothing has written to for an hour is a leftover.
+            let active = await mirror?.fillTemporaryFiles() ?? []
+            let stale = Date().addingTimeInterval(-3600)
+            let (inFlight, leftover) = (temps.filter { active.contains($0.relativePath) || $0.modifiedAt > stale },
+                                        temps.filter { !active.contains($0.relativePath) && $0.modifiedAt <= stale })
+            report.fillsInFlight = inFlight.count
+            temps = leftover
+        }
+        for t in temps {
+            var f = VerifyReport.Finding(kind: .temporary, digest: nil, path: t.relativePath,
+                                         detail: "temp file (\(t.size) bytes) of a fill that never finished", repaired: false)
+            if repair { f.repaired = store.removeFile(relativePath: t.relativePath) }
+            report.findings.append(f)
         }
         if !report.findings.isEmpty {
             logger.warning("verify found problems", metadata: ["findings": "\(report.findings.count)", "repair": "\(repair)"])

@@ -42,6 +42,9 @@ actor BlobFills {
     /// The fill in flight for `digest`, if any (a HEAD answers from it without starting one).
     func inFlight(_ digest: Digest) -> BlobFill? { active[digest] }
 
+    /// The temp files (`tmp/<name>`) of the fills in flight.
+    func temporaryPaths() -> Set<String> { Set(active.values.map(\.temporaryPath)) }
+
     /// Attaches to the fill of `digest`, starting one from `name` on `registry` if none runs. (Blobs are
     /// content-addressed, so a fill started for one registry serves requests from all of them.)
     /// - Returns: nil when the blob landed in the store in the meantime, else the fill.

@@ -93,6 +93,9 @@ public final class Mirror: Sendable {
         return await fills.activeCount
     }
 
+    /// The temp files (`tmp/<name>`, relative to the storage root) of the fills in flight now.
+    public func fillTemporaryFiles() async -> Set<String> { await fills.temporaryPaths() }
+
     /// The fill in flight for `digest`, if any (for status and tests: its readers, its progress).
     public func fillInFlight(_ digest: Digest) async -> BlobFill? { await fills.inFlight(digest) }
 

@@ -127,6 +127,10 @@ struct AdminCommandTests {
         // A temp file is a fill in flight for a running server, and a file without a row committed just now
         // may be waiting for its row: neither is a problem.
         try Data([1]).write(to: c.cove.storage.appendingPathComponent("tmp/abc-in-flight"))
+        // One nothing has written to for two hours is a leftover, server or not.
+        let stale = c.cove.storage.appendingPathComponent("tmp/abc-stale")
+        try Data([2]).write(to: stale)
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-7200)], ofItemAtPath: stale.path)
         let young = FaultUpstream.randomBytes(100), youngDigest = Digest.sha256(of: young)
         let youngPath = c.cove.storage.path + "/blobs/sha256/\(youngDigest.hex.prefix(2))/\(youngDigest.hex)"
         try FileManager.default.createDirectory(atPath: (youngPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -134,8 +138,9 @@ struct AdminCommandTests {
 
         let found = try await AdminChannel.run(VerifyCommand.self, .init(repair: true), storage: c.cove.storage)
         #expect(found.route == .server)
-        #expect(found.response.findings.map(\.kind) == [.mismatch])
+        #expect(found.response.findings.map(\.kind) == [.mismatch, .temporary])
         #expect(found.response.findings.first?.digest == c.layer.description && found.response.findings.first?.repaired == true)
+        #expect(found.response.findings.last?.path == "tmp/abc-stale" && !FileManager.default.fileExists(atPath: stale.path))
         #expect(found.response.fillsInFlight == 1 && found.response.skippedRecent == 1)
         #expect(FileManager.default.fileExists(atPath: youngPath))
         #expect(((try? c.cove.mirror.index.blob(c.layer.description)) ?? nil) == nil)
