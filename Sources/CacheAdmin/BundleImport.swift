@@ -83,8 +83,10 @@ public enum BundleImport {
         }
         var lines: [ImportReport.Image] = []
         for (d, image) in zip(layoutIndex.manifests, names) {
-            if case .tag(let t) = image.reference {
-                records.tags.append(TagRecord(registry: image.registry, repository: image.repository.value, tag: t.value, digest: d.digest,
+            // `name:tag` and `name:tag@digest` (exported as the operator named it) both record the tag.
+            let tag: Tag? = if case .tag(let t) = image.reference { t } else { image.tag }
+            if let tag {
+                records.tags.append(TagRecord(registry: image.registry, repository: image.repository.value, tag: tag.value, digest: d.digest,
                                               fetchedAt: now, checkedAt: now))
             }
             records.pins.append(PinRecord(registry: image.registry, repository: image.repository.value, reference: image.reference.description,
@@ -161,15 +163,20 @@ public enum BundleImport {
         return (text, nil)
     }
 
-    /// Cove's own annotation: `<registry>/<repository>:<tag>` or `@<digest>`, taken literally (the registry as the
-    /// exporting cache keyed it).
+    /// Cove's own annotation: `<registry>/<repository>:<tag>`, `@<digest>` or `:<tag>@<digest>`, taken literally
+    /// (the registry as the exporting cache keyed it).
     static func parseFull(_ text: String) throws -> ImageReference {
-        let (name, suffix) = splitReference(text)
+        var (name, suffix) = splitReference(text)
+        var tag: Tag?
+        if suffix?.hasPrefix("@") == true, case (let bare, let tagSuffix?) = splitReference(name) {
+            tag = try Tag(String(tagSuffix.dropFirst()))
+            name = bare
+        }
         guard let slash = name.firstIndex(of: "/"), let suffix else { throw BundleError("needs registry/repository:tag or @digest") }
         let registry = String(name[..<slash])
         let repository = try RepositoryName(String(name[name.index(after: slash)...]))
         let reference: Reference = suffix.hasPrefix("@") ? .digest(try Digest(String(suffix.dropFirst()))) : .tag(try Tag(String(suffix.dropFirst())))
-        return ImageReference(registry: registry, repository: repository, reference: reference)
+        return ImageReference(registry: registry, repository: repository, reference: reference, tag: tag)
     }
 }
 
@@ -346,9 +353,21 @@ struct Verifier {
             throw BundleError("\(entry.entry): \(entry.size) bytes, but \(parent) says \(size) (corrupt or truncated bundle)")
         }
         let bytes = try read(entry, digest: digest)
+        if staging.files[digest] == nil {
+            // Already cached: `bytes` are the cache's verified copy; the bundle's copy must be the same bytes.
+            var hasher = DigestHasher(entry.hash.algorithm)
+            hasher.update(bytes)
+            guard hasher.finalize() == entry.hash else {
+                throw BundleError("\(entry.entry): content does not match its digest (corrupt bundle)")
+            }
+        }
         let summary: ManifestSummary, type: String
         do { (summary, type) = try ManifestSummary.validating(bytes, contentType: mediaType) } catch {
             throw BundleError("\(entry.entry): not a manifest (\(error.message))")
+        }
+        // The descriptor and the document must agree: serving an OCI body as a Docker manifest breaks clients.
+        if let own = summary.mediaType, MediaType.manifestAccept.contains(own), own != type {
+            throw BundleError("\(entry.entry): \(parent) calls it \(type), but the manifest says \(own)")
         }
         guard ManifestDigest.of(bytes, mediaType: type, algorithm: digest.algorithm) == digest else {
             throw BundleError("\(entry.entry): content does not match its digest (corrupt bundle)")

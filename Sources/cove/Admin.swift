@@ -59,7 +59,9 @@ func openInProcess(_ config: CoveConfiguration, storage: URL, creatingStorage: B
     logger.logLevel = .notice
     let router = UpstreamRouter(registries: config.effectiveRegistries, defaultName: config.defaultRegistry,
                                 allowAnyRegistry: config.allowAnyRegistry, ignoresNamespace: config.ignoresNamespace, logger: logger)
-    let mirror = try Mirror(storage: storage, router: router, configuration: cache, logger: logger, removingTemporaryFiles: false)
+    // Under the lock nothing else writes: a command that may start a cache (import) clears what a killed run left
+    // in tmp/; the others leave it for verify to report.
+    let mirror = try Mirror(storage: storage, router: router, configuration: cache, logger: logger, removingTemporaryFiles: creatingStorage)
     return CacheAdmin(mirror: mirror, reconciliation: nil, logger: logger, inServer: false)
 }
 

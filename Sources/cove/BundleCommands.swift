@@ -50,6 +50,8 @@ struct Export: AsyncParsableCommand {
         guard FileManager.default.fileExists(atPath: storage.path, isDirectory: &isDir), isDir.boolValue else {
             throw fail("storage directory \(storage.path) does not exist")
         }
+        // Export only reads: a directory that is not a Cove storage must not get an index created in it.
+        do { try checkExistingStorage(storage) } catch { throw fail("\(error)") }
         var names = images
         if let list {
             guard let text = try? String(contentsOfFile: list, encoding: .utf8) else { throw fail("cannot read \(list)") }

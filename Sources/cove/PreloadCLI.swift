@@ -113,6 +113,7 @@ struct Preload: AsyncParsableCommand {
     /// - Throws: `BlobStoreError.inUse` when a server holds the storage; `PreloadError`; storage errors.
     static func runInProcess(_ request: PreloadCommand.Request, config: CoveConfiguration, storage: URL,
                              display: PreloadDisplay) async throws -> PreloadJobStatus {
+        try Serve.checkStorage(storage)  // new, empty or a Cove storage: never adopt an unrelated directory
         try FileManager.default.createDirectory(at: storage, withIntermediateDirectories: true)
         let logger = Logger(label: "cove.preload")
         var template = UpstreamConfiguration(url: "https://localhost")

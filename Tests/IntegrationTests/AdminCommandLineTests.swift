@@ -102,6 +102,11 @@ struct StoragePathTests {
         #expect(serve.status != 0 && serve.stderrText.contains("holds no Cove cache"), "\(serve.summary)")
         #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("tmp/user-data.txt").path))
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("index.sqlite").path))
+        let export = try await runCommand(bin, ["export", "--storage", dir.path, "-o", dir.path + "/out.tar", "a:v1"], timeout: 30)
+        #expect(export.status != 0 && export.stderrText.contains("not a Cove storage"), "\(export.summary)")
+        let preload = try await runCommand(bin, ["preload", "--storage", dir.path, "--upstream", "http://127.0.0.1:9", "a:v1"], timeout: 30)
+        #expect(preload.status != 0 && preload.stderrText.contains("holds no Cove cache"), "\(preload.summary)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("index.sqlite").path))
         let file = dir.appendingPathComponent("tmp/user-data.txt").path
         let onFile = try await runCommand(bin, ["stats", "--storage", file], timeout: 30)
         #expect(onFile.status == 2 && onFile.stderrText.contains("is a file"), "\(onFile.summary)")

@@ -247,6 +247,67 @@ struct BundleTests {
         #expect(missing.status == 404)
     }
 
+    /// Writes a bundle's members into a directory (an OCI layout `cove import` also takes), for edits a tar
+    /// cannot take in place.
+    static func unpack(_ path: String) throws -> String {
+        let dir = tempPath("layout")
+        for (name, bytes) in try members(path) {
+            let file = URL(fileURLWithPath: dir).appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(bytes).write(to: file)
+        }
+        return dir
+    }
+
+    /// A manifest the target already caches still has its bundle copy checked; a descriptor that names another
+    /// media type than the manifest's own is refused (it would be served with the wrong `Content-Type`).
+    @Test(arguments: ["flip-cached-manifest", "media-type"])
+    func bundleManifestsAreCheckedEvenWhenCachedAndMustAgreeWithTheirDescriptors(damage: String) async throws {
+        let f = try await Self.filled()
+        defer { f.up.stop(); f.cove.stop() }
+        let (path, _, _) = try Self.export(f, ["team/app:v1", "team/docker:v1"])
+        defer { unlink(path) }
+        let offline = try await Self.offlineCove()
+        defer { offline.stop() }
+        #expect(try await Self.importBundle(path, into: offline).failure == nil)
+        let before = try Self.snapshot(offline)
+        let dir = try Self.unpack(path)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let listFile = URL(fileURLWithPath: dir).appendingPathComponent(ImageLayout.blobPath(f.listDigest))
+        let indexFile = URL(fileURLWithPath: dir).appendingPathComponent(ImageLayout.indexFile)
+        if damage == "flip-cached-manifest" {
+            var bytes = [UInt8](try Data(contentsOf: listFile))
+            bytes[bytes.count / 2] ^= 0x01
+            try Data(bytes).write(to: listFile)
+        } else {
+            let text = try String(contentsOf: indexFile, encoding: .utf8)
+            try text.replacingOccurrences(of: MediaType.ociManifest, with: MediaType.dockerManifest).write(to: indexFile, atomically: true, encoding: .utf8)
+        }
+        let report = try await Self.importBundle(dir, into: offline)
+        #expect(report.exitStatus == 1)
+        let failure = report.failure ?? ""
+        if damage == "flip-cached-manifest" {
+            #expect(failure.contains(ImageLayout.blobPath(f.listDigest)) && failure.contains("corrupt"), "\(failure)")
+        } else {
+            #expect(failure.contains(MediaType.dockerManifest) && failure.contains(MediaType.ociManifest), "\(failure)")
+        }
+        #expect(try Self.snapshot(offline) == before)
+    }
+
+    /// `name:tag@digest` (the operator's own pin of a tag to a digest) exports and imports with its tag.
+    @Test func aTagPinnedToADigestRoundTrips() async throws {
+        let f = try await Self.filled()
+        defer { f.up.stop(); f.cove.stop() }
+        let (path, _, _) = try Self.export(f, ["team/app:v1@\(f.single.digest)"])
+        defer { unlink(path) }
+        let offline = try await Self.offlineCove()
+        defer { offline.stop() }
+        let report = try await Self.importBundle(path, into: offline)
+        #expect(report.failure == nil && report.exitStatus == 0, "\(report.text)")
+        let p = try await pull(offline, "team/app", tag: "v1")
+        #expect(p.ok && p.manifest.body == f.single.manifest)
+    }
+
     @Test func foreignLayoutsNeedToBeToldWhereTheyBelong() async throws {
         let f = try await Self.filled(pullArm64: false)
         defer { f.up.stop(); f.cove.stop() }
