@@ -45,7 +45,10 @@ public enum AdminChannel {
             } catch AdminClient.Failure.unreachable(let why) {
                 lastFailure = why
             } catch AdminClient.Failure.protocolError(let why) {
-                lastFailure = why
+                // The server took the request and the connection broke (it died or stopped): it may have run part
+                // of the command. Taking the storage over and running it again here would surprise the operator
+                // and hold the lock a restarted server needs.
+                throw AdminError.server(0, "the connection to the server broke during \(C.name) (\(why)); it may have run in part — check with cove stats or cove verify, then run it again")
             }
             guard ContinuousClock.now < deadline else { throw AdminError.serverUnreachable(socket, lastFailure) }
             try await Task.sleep(for: .milliseconds(100))

@@ -31,7 +31,9 @@ public struct AdminResponder: HTTPResponder {
         let started = ContinuousClock.now
         do {
             let out = try await handler(body, cache)
-            logger.notice("admin command", metadata: ["command": "\(name)", "elapsed": "\(ContinuousClock.now - started)"])
+            // Status polls (every 500 ms during a preload) would flood the log at notice.
+            logger.log(level: name.hasSuffix("-status") ? .debug : .notice, "admin command",
+                       metadata: ["command": "\(name)", "elapsed": "\(ContinuousClock.now - started)"])
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out)))
         } catch is DecodingError {
             return Self.failure(.badRequest, "cannot decode the \(name) request")

@@ -99,7 +99,7 @@ public enum AdminError: Error, Sendable, CustomStringConvertible {
     case notStorage(String, String)
     /// A process holds the storage but nothing answers on its admin socket (path, last error).
     case serverUnreachable(String, String)
-    /// The server answered with an error (status, message).
+    /// The server answered with an error (status, message; status 0: the connection broke mid-command).
     case server(Int, String)
     /// The server does not know the command (an older `cove serve`).
     case unknownCommand(String)
@@ -112,7 +112,7 @@ public enum AdminError: Error, Sendable, CustomStringConvertible {
         case .notStorage(let p, let why): "\(p) is not a Cove storage directory (\(why)); check --storage / storage:"
         case .serverUnreachable(let p, let why):
             "the storage is in use by another process, but nothing answers on its admin socket \(p) (\(why)); is it a Cove server of another version, or still starting?"
-        case .server(let status, let m): "the server answered \(status): \(m)"
+        case .server(let status, let m): status == 0 ? m : "the server answered \(status): \(m)"
         case .unknownCommand(let c): "the running server does not know the command \(c); restart it with this version of cove"
         case .needsConfiguration(let c): "\(c) needs the cache's configuration (open it with the configuration, as the cove CLI does)"
         }
