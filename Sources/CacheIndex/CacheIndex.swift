@@ -63,14 +63,6 @@ public final class CacheIndex: Sendable {
         }
     }
 
-    /// Every tag recorded for `registry`/`repository`.
-    public func tags(registry: String, repository: String) throws -> [String] {
-        try pool.read { db in
-            try String.fetchAll(db, sql: "SELECT tag FROM tag WHERE registry = ? AND repository = ? ORDER BY tag",
-                                arguments: [registry, repository])
-        }
-    }
-
     /// Inserts or replaces a tag mapping.
     /// A tag pinned before its first pull gets the digest it first resolves to in the same transaction, so that
     /// image stays pinned when the tag later moves (a tag pin protects what it named first and what it names now).
@@ -102,15 +94,6 @@ public final class CacheIndex: Sendable {
             try db.execute(
                 sql: "UPDATE tag SET checkedAt = ? WHERE registry = ? AND repository = ? AND tag = ?",
                 arguments: [now, registry, repository, tag])
-        }
-    }
-
-    /// Updates `lastAccessAt` when it is older than `granularity` seconds (keeps hits from writing every time).
-    public func touch(_ digest: String, now: Date = Date(), granularity: TimeInterval = 60) throws {
-        try pool.write { db in
-            try db.execute(
-                sql: "UPDATE blob SET lastAccessAt = ? WHERE digest = ? AND lastAccessAt < ?",
-                arguments: [now, digest, now.addingTimeInterval(-granularity)])
         }
     }
 

@@ -368,15 +368,16 @@ public final class Mirror: Sendable {
     /// same-size corruption is caught by clients' digest checks.
     /// - Throws: `UNAVAILABLE` (503) when the file exists but cannot be opened now; the content is kept.
     private func cachedBlob(_ digest: Digest) throws(DistributionError) -> ServedBlob? {
+        let key = digest.description
         // Taken before the row is read: from here on no eviction claims the digest.
-        let lease = use.acquire(digest.description)
-        guard let record = try indexRead({ try index.blob(digest.description) }) else { return nil }
+        let lease = use.acquire(key)
+        guard let record = try indexRead({ try index.blob(key) }) else { return nil }
         switch store.open(digest) {
         case .failure(.io(let why)):
             throw DistributionError(.unavailable, "cannot open cached blob \(digest): \(why)")
         case .failure(.missing):
             logger.warning("index row without a file; forgetting it", metadata: ["digest": "\(digest)"])
-            try? index.forgetBlob(digest.description)
+            try? index.forgetBlob(key)
             return nil
         case .success(let file):
             guard file.size == record.size else {
@@ -384,11 +385,11 @@ public final class Mirror: Sendable {
                     "digest": "\(digest)", "bytes": "\(file.size)", "expected": "\(record.size)",
                 ])
                 store.remove(digest)
-                try? index.forgetBlob(digest.description)
+                try? index.forgetBlob(key)
                 return nil
             }
             // Access times are batched (`AccessRecorder`): hits stay read-only in SQLite.
-            recorder.hit(digest.description)
+            recorder.hit(key)
             return ServedBlob(digest: digest, size: record.size, mediaType: record.mediaType, body: .file(file), lease: lease)
         }
     }

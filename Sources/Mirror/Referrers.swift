@@ -44,7 +44,7 @@ extension Mirror {
             case .refused(let why):
                 failure = .from(.invalidContent(why), notFound: .manifestUnknown, subject: "referrers of \(name)@\(subject)")
             case .accepted(let body, let filtered):
-                let next = PageLink.nextQuery(response.head["Link"]).map { Self.dropping("ns", from: $0) }
+                let next = PageLink.nextQuery(response.head["Link"]).map { PageLink.query($0, dropping: "ns") }
                 store(referrers: body, key: key, nextQuery: next, filtersApplied: filtered)
                 return ServedReferrers(body: body, link: next.map { PageLink.next(name: name, path: "referrers/\(subject)", query: $0) },
                                        filtersApplied: filtered, stale: false)

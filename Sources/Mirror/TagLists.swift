@@ -30,7 +30,7 @@ extension Mirror {
                 failure = .from(.invalidContent(why), notFound: .nameUnknown, subject: "tag list of \(name)")
             } else {
                 let link = PageLink.nextQuery(response.head["Link"]).map {
-                    PageLink.next(name: name, path: "tags/list", query: Self.dropping("ns", from: $0))
+                    PageLink.next(name: name, path: "tags/list", query: PageLink.query($0, dropping: "ns"))
                 }
                 return ServedTagList(body: response.body, link: link, stale: false)
             }
@@ -57,11 +57,6 @@ extension Mirror {
             return "\(origin) answered a JSON document without a \"tags\" list"
         }
         return nil
-    }
-
-    /// `query` without the parameter `name`.
-    static func dropping(_ name: String, from query: String) -> String {
-        query.split(separator: "&").filter { !$0.hasPrefix(name + "=") && $0 != name }.joined(separator: "&")
     }
 
     /// The tags the cache knows for a repository, paginated with `n` and `last` like the spec's tag listing.

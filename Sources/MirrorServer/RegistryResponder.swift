@@ -136,10 +136,9 @@ public struct RegistryResponder: HTTPResponder {
         return link
     }
 
-    /// The query string without `name` (containerd's `ns` is for Cove, not for the upstream).
+    /// The request's query string without `name` (containerd's `ns` is for Cove, not for the upstream).
     static func query(_ request: Request, dropping name: String) -> String {
-        guard let q = request.uri.query, !q.isEmpty else { return "" }
-        return q.split(separator: "&").filter { !$0.hasPrefix(name + "=") && $0 != name }.joined(separator: "&")
+        PageLink.query(request.uri.query ?? "", dropping: name)
     }
 
     private func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest, request: Request, channel: any Channel) async throws -> Response {

@@ -22,6 +22,12 @@ public enum PageLink {
         return nil
     }
 
+    /// `query` (already encoded, without `?`) without the parameter `name` — e.g. containerd's `ns`, which is
+    /// for the mirror, not for the upstream, and is added back to each client's own links.
+    public static func query(_ query: String, dropping name: String) -> String {
+        query.split(separator: "&").filter { !$0.hasPrefix(name + "=") && $0 != name }.joined(separator: "&")
+    }
+
     /// `</v2/<name>/<path>?<query>>; rel="next"`: a link for this mirror's own API.
     public static func next(name: RepositoryName, path: String, query: String) -> String {
         "</v2/\(name.value)/\(path)" + (query.isEmpty ? "" : "?" + query) + ">; rel=\"next\""
