@@ -121,7 +121,7 @@ public final class Mirror: Sendable {
         case .tag(let tag):
             if let record = try indexRead({ try index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value) }),
                let digest = try? Digest(record.digest), let cached = try cachedManifest(digest),
-               configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
+               servesCacheOnly || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
                 recorder.countHit()
                 return cached
             }
@@ -145,7 +145,7 @@ public final class Mirror: Sendable {
 
     /// In offline mode a miss is final: 404 without contacting any upstream.
     private func requireOnline(_ subject: String, code: DistributionErrorCode) throws(DistributionError) {
-        if configuration.offline { throw DistributionError(code, "\(subject) is not cached and this mirror is offline") }
+        if servesCacheOnly { throw DistributionError(code, "\(subject) is not cached and this mirror is offline") }
     }
 
     private func flight(_ key: String, _ op: @escaping @Sendable () async throws(DistributionError) -> ServedManifest) async throws(DistributionError) -> ServedManifest {
@@ -307,7 +307,7 @@ public final class Mirror: Sendable {
     public func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
         if let hit = try cachedBlob(digest) { recorder.countHit(); return hit }
         recorder.miss()
-        if configuration.offline, await fills.inFlight(digest) == nil {
+        if servesCacheOnly, await fills.inFlight(digest) == nil {
             throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
         }
         let fill: BlobFill
