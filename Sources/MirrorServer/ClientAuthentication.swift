@@ -12,7 +12,8 @@ import OCI
 ///   401 whatever `anonymous` says. Refusals are 401 `UNAUTHORIZED` with `WWW-Authenticate: Basic realm="cove"`.
 /// - Repository policies (`repositories:` per registry): a refused repository is 403 `DENIED` before the cache
 ///   or the upstream is asked, cached or not.
-/// - `/healthz` and `/readyz` never need credentials (`exemptPaths`); every other path does when `auth` is on.
+/// - `/healthz` and `/readyz` never need credentials (`exemptPaths`). With `auth` on, paths outside the registry
+///   API (`/v2/...`: the status page, `/metrics`) need a valid user whatever `anonymous` says.
 public final class ClientAccess: Sendable {
     /// nil: no `auth:` configured, every client is anonymous and may pull.
     public let verifier: CredentialVerifier?
@@ -63,6 +64,9 @@ public final class ClientAccess: Sendable {
         case .malformed:
             throw Self.unauthorized("the Authorization header is not HTTP Basic credentials")
         case .none:
+            // `anonymous` is about pulling: the status page, /metrics and anything else outside the registry
+            // API always need a user once `auth` is configured.
+            guard path == "/v2" || path.hasPrefix("/v2/") else { throw Self.unauthorized("authentication required") }
             switch anonymous {
             case .none: throw Self.unauthorized("authentication required")
             case .cached: return Admission(client: .anonymous, cacheOnly: true)

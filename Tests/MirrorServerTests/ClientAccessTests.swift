@@ -84,6 +84,9 @@ struct ClientAccessTests {
 
         // Anonymous /v2/ is 200 here (docker would otherwise refuse to pull anonymously at all).
         #expect(try await curl("\(cove.url)/v2/").status == 200)
+        // The status page and metrics are not pulling: they need a user in every anonymous mode.
+        for path in ["/", "/metrics", "/anything"] { #expect(try await curl(cove.url + path).status == 401, "\(path)") }
+        #expect(try await curl("\(cove.url)/healthz").status == 200)
         let auth = Self.basic("alice", Self.password)
         #expect(try await curl("\(cove.url)/v2/team/app/manifests/v1", headers: [auth]).status == 200)
         for d in [cached.configDigest] + cached.layerDigests {
