@@ -235,6 +235,33 @@ struct TLSAndAccessTests {
             #expect(!log.contains(secret), "\(secret) appeared in cove's log")
         }
         #expect(log.contains("client authentication failed"), "the wrong password is logged (without it)")
+
+        // SIGHUP re-reads the htpasswd file: a changed password applies at once (remembered successes are
+        // forgotten); a broken file keeps the users the server has.
+        func status(_ creds: String) async throws -> String {
+            try await runCommand("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", creds, "http://\(host)/v2/single/manifests/v1",
+                                          "-H", "Accept: \(image.mediaType)"], timeout: 30).stdoutText
+        }
+        #expect(try await status("carol:pull-secret-77") == "200")
+        #expect(try await runCommand("htpasswd", ["-bB", htpasswd, "carol", "rotated-88"], timeout: 30).succeeded)
+        let pid = try #require(cove.childPID)
+        #expect(kill(pid, SIGHUP) == 0)
+        var rotated = false
+        for _ in 0..<100 where !rotated {
+            rotated = try await status("carol:rotated-88") == "200"
+            if !rotated { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(rotated, "\(cove.logTail())")
+        #expect(try await status("carol:pull-secret-77") == "401")
+        try "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n".write(toFile: htpasswd, atomically: true, encoding: .utf8)
+        #expect(kill(pid, SIGHUP) == 0)
+        var logged = false
+        for _ in 0..<100 where !logged {
+            logged = cove.stderr.contains("htpasswd reload failed")
+            if !logged { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(logged && cove.isRunning, "\(cove.logTail())")
+        #expect(try await status("carol:rotated-88") == "200", "a broken file on reload keeps the previous users")
     }
 
     @Test func anonymousCachedReadsOnlyTheCache() async throws {
