@@ -313,8 +313,11 @@ public final class Mirror: Sendable {
         let fill: BlobFill
         let lease = use.acquire(digest.description)
         do {
-            guard let f = try await fills.attach(registry, name, digest) else {
+            // Without the upstream, only a fill already in flight may be joined: attaching could start one.
+            let attached = servesCacheOnly ? await fills.inFlight(digest) : try await fills.attach(registry, name, digest)
+            guard let f = attached else {
                 if let hit = try cachedBlob(digest) { return hit }
+                if servesCacheOnly { throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline") }
                 throw DistributionError(.unavailable, "blob \(digest) vanished while being served")
             }
             fill = f

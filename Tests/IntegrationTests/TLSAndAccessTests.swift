@@ -135,6 +135,13 @@ struct TLSAndAccessTests {
         #expect(range.stdoutText == "206 10 1.1", "\(range.summary)")
         #expect(try await presentedCertificate(port: port).contains("cove-one"))
 
+        // A connection opened before the reload: one request now, one after the reload on the same connection.
+        let go = fixture.dir.appendingPathComponent("reloaded").path
+        let keepAlive = Task {
+            try await runCommand("python3", ["-c", Self.keepAliveClient, "127.0.0.1", String(port), pki.path("ca-one.crt"), go], timeout: 60)
+        }
+        try await Task.sleep(for: .milliseconds(500))
+
         // A new certificate from another CA (other subject, other serial), then SIGHUP.
         try await pki.issue(ca: "ca-two", commonName: "cove-two", serial: 2002, certificate: cert, key: key)
         let pid = try #require(cove.childPID)
@@ -148,6 +155,9 @@ struct TLSAndAccessTests {
         let presented = try await presentedCertificate(port: port)
         #expect(presented.contains("cove-two") && presented.uppercased().contains("07D2"), "\(presented)")  // 2002 = 0x7D2
         #expect(try await curlTLS("https://\(host)/healthz", ca: pki.path("ca-one.crt")).exit == 60, "the old CA no longer verifies")
+        FileManager.default.createFile(atPath: go, contents: nil)
+        let kept = try await keepAlive.value
+        #expect(kept.stdoutText == "200 cove-one\n200 cove-one\n", "the open connection must be unaffected: \(kept.summary)")
         #expect(cove.isRunning, "SIGHUP must not end the process")
         let again = try await skopeo(["inspect", "--raw", "--cert-dir", try pki.certDir(for: "ca-two"), "docker://\(host)/single:v1"], authFile: fixture.authFile)
         #expect(again.succeeded && sha256Digest(again.stdout) == image.digest, "\(again.summary)")
@@ -165,6 +175,25 @@ struct TLSAndAccessTests {
         #expect(try await curlTLS("https://\(host)/healthz", ca: pki.path("ca-two.crt")).status == "200")
         #expect(try await presentedCertificate(port: port).contains("cove-two"))
     }
+
+    /// Python client: one TLS connection (trusting argv[3]), `GET /healthz`, wait for the file argv[4], then
+    /// `GET /healthz` again on the same connection; prints "<status> <peer CN>" per request.
+    static let keepAliveClient = """
+        import http.client, os, ssl, sys, time
+        host, port, ca, go = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        conn = http.client.HTTPSConnection(host, port, context=ssl.create_default_context(cafile=ca), timeout=20)
+        def once():
+            conn.request("GET", "/healthz")
+            r = conn.getresponse(); r.read()
+            cn = dict(x[0] for x in conn.sock.getpeercert()["subject"])["commonName"]
+            print(r.status, cn, flush=True)
+        once()
+        sock = conn.sock
+        deadline = time.time() + 30
+        while not os.path.exists(go) and time.time() < deadline: time.sleep(0.05)
+        once()
+        assert conn.sock is sock, "reconnected"
+        """
 
     @Test func badTLSFilesFailAtStartNamingTheKey() async throws {
         let fixture = try await Fixture()
