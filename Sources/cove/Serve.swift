@@ -37,6 +37,11 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "cove")
+        // TLS and access control (README "TLS and access control"), checked before the storage is opened;
+        // both files are re-read on SIGHUP.
+        let certificates = try config.tls.map { files in try ListenerCertificates(files: files) }
+        let (access, verifier) = try ClientAccessSetup.load(config, logger: Logger(label: "cove.access"))
+        let reload = ReloadOnHangup(actions: Self.reloadActions(config, certificates, verifier), logger: logger)
         var template = UpstreamConfiguration(url: "https://localhost")
         template.requestLimits = config.network.requestLimits
         template.blobLimits = config.network.blobLimits
@@ -47,10 +52,6 @@ struct Serve: AsyncParsableCommand {
         let openedAt = Date()
         let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
         raiseFileLimit(logger: logger)
-        // TLS and access control (README "TLS and access control"); both files are re-read on SIGHUP.
-        let certificates = try config.tls.map { files in try ListenerCertificates(files: files) }
-        let (access, verifier) = try ClientAccessSetup.load(config, logger: Logger(label: "cove.access"))
-        let reload = ReloadOnHangup(actions: Self.reloadActions(config, certificates, verifier), logger: logger)
         let app = Application(
             responder: RegistryResponder(mirror: mirror, logger: Logger(label: "cove.http"), access: access),
             // Idle connections (e.g. a client that stops half way through its headers) are closed after 60 s;

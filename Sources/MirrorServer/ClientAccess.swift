@@ -26,7 +26,7 @@ public final class ClientAccess: Sendable {
     public static let realm = "cove"
     /// Paths anyone may request: load balancers and orchestrators probe them without credentials.
     public static let exemptPaths: Set<String> = ["/healthz", "/readyz"]
-    static let challenge: [(String, String)] = [("WWW-Authenticate", "Basic realm=\"\(realm)\", charset=\"UTF-8\"")]
+    static let challenge: [(String, String)] = [("WWW-Authenticate", "Basic realm=\"\(realm)\"")]
 
     /// - Parameters:
     ///   - verifier: the htpasswd users; nil for no client authentication (then `anonymous` is `.pull`).
