@@ -293,6 +293,32 @@ struct TLSAndAccessTests {
         #expect(try await status("carol:rotated-88") == "200", "a broken file on reload keeps the previous users")
     }
 
+    @Test func aDownstreamCoveAuthenticatesToAnUpstreamCove() async throws {
+        let fixture = try await Fixture()
+        defer { fixture.shutdown() }
+        try await fixture.push("single")
+        let htpasswd = fixture.dir.appendingPathComponent("htpasswd").path
+        #expect(try await runCommand("htpasswd", ["-cbB", htpasswd, Fixture.username, Fixture.password], timeout: 30).succeeded)
+        let (upper, port) = try await startCove(fixture, name: "cove-upper", yaml: """
+            upstream:
+              url: "\(fixture.registryURL)"
+            auth:
+              htpasswd: "\(htpasswd)"
+            """)
+        defer { upper.stop() }
+        // The lower tier's upstream credentials (username + password_file) answer the upper tier's Basic challenge.
+        let lower = try await fixture.startCove(withCredentials: true, upstreamURL: "http://127.0.0.1:\(port)")
+        let image = fixture.image("single")
+        let out = fixture.dir.appendingPathComponent("pulled-chain").path
+        let copy = try await skopeo(["copy", "--src-tls-verify=false", "docker://\(lower.host)/single:v1", "oci:\(out):v1"], authFile: fixture.authFile)
+        #expect(copy.succeeded, "\(copy.summary)\n\(lower.logTail())\n\(upper.logTail())")
+        for blob in image.blobs {
+            let file = URL(fileURLWithPath: out).appendingPathComponent("blobs/sha256/" + blob.digest.dropFirst("sha256:".count))
+            #expect(try await sha256DigestOfFile(file) == blob.digest)
+        }
+        #expect(!(upper.stderr + lower.process.stderr).contains(Fixture.password))
+    }
+
     @Test func anonymousCachedReadsOnlyTheCache() async throws {
         let fixture = try await Fixture()
         defer { fixture.shutdown() }
