@@ -1,7 +1,8 @@
 // swift-tools-version:6.1
 // Cove: a pull-through cache for OCI / Docker Registry v2 registries.
 // Targets and their rules: docs/ARCHITECTURE.md. Dependencies point down:
-// cove → {MirrorServer, CacheAdmin} → Mirror → {Upstream, BlobStore, CacheIndex} → OCI; CacheAdmin → OCIBundle → OCI.
+// cove → {MirrorServer, CacheAdmin} → Mirror → {Upstream, BlobStore, CacheIndex} → OCI; CacheAdmin → OCIBundle → OCI;
+// {cove, MirrorServer, CoveConfig} → Access (htpasswd, bcrypt, repository patterns; no other Cove target).
 import PackageDescription
 
 let package = Package(
@@ -56,6 +57,14 @@ let package = Package(
             ]
         ),
         .target(
+            name: "Access",
+            dependencies: [
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "CacheAdmin",
             dependencies: [
                 "OCI", "Mirror", "BlobStore", "CacheIndex", "OCIBundle",
@@ -68,7 +77,7 @@ let package = Package(
         .target(
             name: "MirrorServer",
             dependencies: [
-                "OCI", "Mirror", "BlobStore", "Upstream",
+                "OCI", "Mirror", "Access", "BlobStore", "Upstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -77,13 +86,17 @@ let package = Package(
         ),
         .target(
             name: "CoveConfig",
-            dependencies: ["OCI", "Mirror", "Upstream", .product(name: "Yams", package: "Yams")]
+            dependencies: ["OCI", "Mirror", "Upstream", "Access", .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "cove",
             dependencies: [
-                "OCI", "Mirror", "MirrorServer", "Upstream", "CoveConfig", "BlobStore", "CacheAdmin",
+                "OCI", "Mirror", "MirrorServer", "Upstream", "CoveConfig", "BlobStore", "CacheAdmin", "Access",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -92,11 +105,12 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "OCIBundleTests", dependencies: ["OCIBundle", "OCI"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream", "Mirror"]),
+        .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream", "Mirror", "Access"]),
+        .testTarget(name: "AccessTests", dependencies: ["Access", .product(name: "HummingbirdBcrypt", package: "hummingbird-auth")]),
         .testTarget(
             name: "MirrorServerTests",
             dependencies: [
-                "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream", "CacheAdmin", "OCIBundle",
+                "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream", "CacheAdmin", "OCIBundle", "Access",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import Mirror
 import OCI
@@ -24,6 +25,12 @@ public struct CoveConfiguration: Sendable {
     /// Timeouts and cool-down applied to every endpoint.
     public var network = NetworkSettings()
     public var cache: MirrorConfiguration = MirrorConfiguration()
+    /// HTTPS on the listener (`tls:`); nil: plain HTTP.
+    public var tls: TLSFiles?
+    /// Client authentication (`auth:`); nil: every client is anonymous and may pull.
+    public var auth: ClientAuthConfiguration?
+    /// Canonical registry name → which repositories clients may use (`repositories:`); absent: all.
+    public var repositoryPolicies: [String: RepositoryPolicy] = [:]
 
     public init() {}
 
@@ -91,7 +98,9 @@ public struct CoveConfiguration: Sendable {
         guard let node else { return config }
         let root = try Section(node, path: "")
         try root.allow(["listen", "storage", "log_level", "upstream", "registries", "default_registry",
-                        "allow_any_registry", "offline", "network", "cache"])
+                        "allow_any_registry", "offline", "network", "cache", "tls", "auth"])
+        config.tls = try parseTLS(root)
+        config.auth = try parseAuth(root)
         if let v = try root.string("listen") { config.listen = try ListenAddress.parse(v, key: "listen") }
         if let v = try root.string("storage") { config.storage = v }
         if let v = try root.string("log_level") {
@@ -114,7 +123,7 @@ public struct CoveConfiguration: Sendable {
             throw ConfigError("upstream", "use either upstream (one registry) or registries (several), not both")
         }
         if let u = upstream {
-            try u.allow(["url", "name", "username", "password_file", "password_env", "library_prefix", "mirror"])
+            try u.allow(["url", "name", "username", "password_file", "password_env", "library_prefix", "mirror", "repositories"])
             let url = try u.string("url") ?? DockerHub.apiURL
             try checkURL(url, key: u.key("url"))
             let name = try u.string("name")
@@ -123,6 +132,7 @@ public struct CoveConfiguration: Sendable {
             }
             config.useSingleUpstream(url: url, name: name, credentials: try credentials(u, environment), libraryPrefix: try libraryPrefix(u),
                                      mirror: try u.bool("mirror") ?? false)
+            if let policy = try parseRepositoryPolicy(u) { config.repositoryPolicies[config.defaultRegistry] = policy }
         }
         if let r = registries {
             config.registries = []
@@ -133,7 +143,7 @@ public struct CoveConfiguration: Sendable {
                     throw ConfigError(path, "registry names are hosts such as docker.io, ghcr.io or registry.example.com:5000")
                 }
                 let section = try Section(value, path: path)
-                try section.allow(["endpoints", "library_prefix", "auth_hosts"])
+                try section.allow(["endpoints", "library_prefix", "auth_hosts", "repositories"])
                 guard let list = section.value("endpoints")?.sequence, !list.isEmpty else {
                     throw ConfigError(section.key("endpoints"), "must list at least one endpoint")
                 }
@@ -154,6 +164,7 @@ public struct CoveConfiguration: Sendable {
                 guard !config.registries.contains(where: { $0.name == canonical }) else {
                     throw ConfigError(path, "configured twice (\(canonical); docker.io, index.docker.io and registry-1.docker.io are one registry)")
                 }
+                if let policy = try parseRepositoryPolicy(section) { config.repositoryPolicies[canonical] = policy }
                 config.registries.append(RegistryConfiguration(name: canonical,
                                                                endpoints: endpoints, libraryPrefix: try libraryPrefix(section),
                                                                authHosts: authHosts))

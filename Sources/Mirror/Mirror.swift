@@ -121,7 +121,7 @@ public final class Mirror: Sendable {
         case .tag(let tag):
             if let record = try indexRead({ try index.tag(registry: registry.name, repository: upstreamName.value, tag: tag.value) }),
                let digest = try? Digest(record.digest), let cached = try cachedManifest(digest),
-               configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
+               servesCacheOnly || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
                 recorder.countHit()
                 return cached
             }
@@ -145,7 +145,7 @@ public final class Mirror: Sendable {
 
     /// In offline mode a miss is final: 404 without contacting any upstream.
     private func requireOnline(_ subject: String, code: DistributionErrorCode) throws(DistributionError) {
-        if configuration.offline { throw DistributionError(code, "\(subject) is not cached and this mirror is offline") }
+        if servesCacheOnly { throw DistributionError(code, "\(subject) is not cached and this mirror is offline") }
     }
 
     private func flight(_ key: String, _ op: @escaping @Sendable () async throws(DistributionError) -> ServedManifest) async throws(DistributionError) -> ServedManifest {
@@ -307,14 +307,17 @@ public final class Mirror: Sendable {
     public func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
         if let hit = try cachedBlob(digest) { recorder.countHit(); return hit }
         recorder.miss()
-        if configuration.offline, await fills.inFlight(digest) == nil {
+        if servesCacheOnly, await fills.inFlight(digest) == nil {
             throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
         }
         let fill: BlobFill
         let lease = use.acquire(digest.description)
         do {
-            guard let f = try await fills.attach(registry, name, digest) else {
+            // Without the upstream, only a fill already in flight may be joined: attaching could start one.
+            let attached = servesCacheOnly ? await fills.inFlight(digest) : try await fills.attach(registry, name, digest)
+            guard let f = attached else {
                 if let hit = try cachedBlob(digest) { return hit }
+                if servesCacheOnly { throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline") }
                 throw DistributionError(.unavailable, "blob \(digest) vanished while being served")
             }
             fill = f

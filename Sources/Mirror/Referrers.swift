@@ -31,10 +31,10 @@ extension Mirror {
         let key = ReferrersRecord(registry: registry.name, repository: upstreamName.value, subject: subject.description, query: query,
                                   digest: "", nextQuery: nil, filtersApplied: false, fetchedAt: Date(), checkedAt: Date())
         let cached = try cachedReferrers(key, name: name)
-        if let (record, served) = cached, configuration.offline || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
+        if let (record, served) = cached, servesCacheOnly || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
             return served
         }
-        if configuration.offline {
+        if servesCacheOnly {
             throw DistributionError(.manifestUnknown, "referrers of \(name)@\(subject) are not cached and this mirror is offline")
         }
         let failure: DistributionError

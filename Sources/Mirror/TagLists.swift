@@ -22,7 +22,7 @@ extension Mirror {
     ///   tags; the upstream mappings of `manifest(_:_:)` when nothing is cached.
     public func tags(_ registry: RegistryClient, _ name: RepositoryName, query: String) async throws(DistributionError) -> ServedTagList {
         let upstreamName = registry.upstreamName(for: name)
-        if configuration.offline { return try cachedTags(registry, name, upstreamName, query: query, stale: false) }
+        if servesCacheOnly { return try cachedTags(registry, name, upstreamName, query: query, stale: false) }
         let failure: DistributionError
         do {
             let response = try await registry.tags(upstreamName, query: query)

@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -15,10 +16,13 @@ public struct RegistryResponder: HTTPResponder {
     public typealias Context = CoveRequestContext
     let mirror: Mirror
     let logger: Logger
+    /// Client authentication and repository policies, checked before any `Mirror` call.
+    let access: ClientAccess
 
-    public init(mirror: Mirror, logger: Logger) {
+    public init(mirror: Mirror, logger: Logger, access: ClientAccess = .open) {
         self.mirror = mirror
         self.logger = logger
+        self.access = access
     }
 
     static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
@@ -39,7 +43,7 @@ public struct RegistryResponder: HTTPResponder {
         let started = ContinuousClock.now
         var response: Response
         do {
-            response = try await route(request, channel: context.channel)
+            response = try await admittedRoute(request, channel: context.channel)
         } catch let error as DistributionError {
             response = Self.errorResponse(error, head: request.method == .head)
         } catch {
@@ -53,7 +57,7 @@ public struct RegistryResponder: HTTPResponder {
         return response
     }
 
-    private func route(_ request: Request, channel: any Channel) async throws -> Response {
+    func route(_ request: Request, channel: any Channel) async throws -> Response {
         // Decode percent escapes first, as distribution's router does (`sha256%3A…` is a digest); the decoded
         // name is still validated, so `%2e%2e` becomes `..` and is refused.
         guard let path = request.uri.path.removingPercentEncoding else {
@@ -121,7 +125,9 @@ public struct RegistryResponder: HTTPResponder {
     /// else the default registry.
     private func registry(for target: RepositoryTarget, _ request: Request) throws(DistributionError) -> RegistryClient {
         let ns = request.uri.queryParameters["ns"].map(String.init)
-        return try mirror.router.registry(pathPrefix: target.registry, namespace: ns)
+        let registry = try mirror.router.registry(pathPrefix: target.registry, namespace: ns)
+        try access.checkRepository(registry: registry.name, repository: registry.upstreamName(for: target.name).value)
+        return registry
     }
 
     /// The next-page `Link` as the client must send it: with the registry path prefix or `ns` it used.

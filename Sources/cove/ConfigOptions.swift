@@ -68,12 +68,34 @@ struct CheckConfig: ParsableCommand {
             "cache budget: max_size \(c.cache.maxSize.map { "\($0) bytes (evicts down to \(Int64(Double($0) * c.cache.lowWatermark)))" } ?? "none"), "
                 + "min_free \(c.cache.minFree), eviction_grace \(c.cache.evictionGrace)s",
         ]
+        lines += try Self.accessLines(c)
         for r in c.registries {
             lines.append("registry \(r.name): library_prefix \(r.libraryPrefix), auth_hosts [\(r.authHosts.joined(separator: ", "))]")
+            if let p = c.repositoryPolicies[r.name] {
+                lines.append("  repositories: allow \(p.allow.map { "[\($0.map(\.text).joined(separator: ", "))]" } ?? "all"), deny [\(p.deny.map(\.text).joined(separator: ", "))]")
+            }
             for e in r.endpoints {
                 lines.append("  endpoint \(e.url): resolve_tags \(e.resolveTags), mirror \(e.mirror), credentials \(e.credentials.map { "\($0)" } ?? "none (anonymous)")")
             }
         }
         print(lines.joined(separator: "\n"))
+    }
+
+    /// `tls` and `auth`, after loading their files as `cove serve` would (so a bad file fails here too).
+    static func accessLines(_ c: CoveConfiguration) throws -> [String] {
+        var lines: [String] = []
+        if let tls = c.tls {
+            do { _ = try ListenerCertificates.makeContext(tls) } catch { throw ValidationError(error.description) }
+            lines.append("tls: certificate \(tls.certificate), key \(tls.key)")
+        } else {
+            lines.append("tls: none (plain HTTP)")
+        }
+        if let auth = c.auth {
+            let users = try ClientAccessSetup.htpasswd(auth.htpasswd)
+            lines.append("auth: htpasswd \(auth.htpasswd) (\(users.users.count) users), anonymous \(auth.anonymous.rawValue)")
+        } else {
+            lines.append("auth: none (anonymous clients may pull)")
+        }
+        return lines
     }
 }

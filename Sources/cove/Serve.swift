@@ -1,3 +1,4 @@
+import Access
 import ArgumentParser
 import CacheAdmin
 import CoveConfig
@@ -36,6 +37,11 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "cove")
+        // TLS and access control (README "TLS and access control"), checked before the storage is opened;
+        // both files are re-read on SIGHUP.
+        let certificates = try config.tls.map { files in try ListenerCertificates(files: files) }
+        let (access, verifier) = try ClientAccessSetup.load(config, logger: Logger(label: "cove.access"))
+        let reload = ReloadOnHangup(actions: Self.reloadActions(config, certificates, verifier), logger: logger)
         var template = UpstreamConfiguration(url: "https://localhost")
         template.requestLimits = config.network.requestLimits
         template.blobLimits = config.network.blobLimits
@@ -47,10 +53,10 @@ struct Serve: AsyncParsableCommand {
         let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
         raiseFileLimit(logger: logger)
         let app = Application(
-            responder: RegistryResponder(mirror: mirror, logger: Logger(label: "cove.http")),
+            responder: RegistryResponder(mirror: mirror, logger: Logger(label: "cove.http"), access: access),
             // Idle connections (e.g. a client that stops half way through its headers) are closed after 60 s;
             // a response being written is never cut by this.
-            server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+            server: .http1(configuration: .init(idleTimeout: .seconds(60)), certificates: certificates),
             configuration: .init(address: .hostname(config.listen.host, port: config.listen.port), serverName: nil),
             onServerRunning: { channel in
                 logger.notice("cove listening", metadata: [
@@ -58,6 +64,7 @@ struct Serve: AsyncParsableCommand {
                     "default_registry": "\(config.defaultRegistry)",
                     "registries": "\(config.registries.map(\.name).joined(separator: ","))",
                     "offline": "\(config.cache.offline)", "storage": "\(storage.path)",
+                    "tls": "\(certificates != nil)", "auth": "\(config.auth.map { "htpasswd, anonymous \($0.anonymous.rawValue)" } ?? "none")",
                 ])
             },
             logger: Logger(label: "cove.server")
@@ -70,9 +77,20 @@ struct Serve: AsyncParsableCommand {
                                        cache: CacheAdmin(mirror: mirror, reconciliation: reconciliation, logger: Logger(label: "cove.admin")),
                                        logger: Logger(label: "cove.admin"))
         let group = ServiceGroup(configuration: .init(
-            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, logger: logger), app, ReconciliationService(reconciliation: reconciliation), admin],
+            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, logger: logger), app, ReconciliationService(reconciliation: reconciliation), admin, reload],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// What SIGHUP re-reads: the TLS pair and the htpasswd file, each keeping its old contents on failure.
+    static func reloadActions(_ config: CoveConfiguration, _ certificates: ListenerCertificates?, _ verifier: CredentialVerifier?) -> [@Sendable () -> Void] {
+        var actions: [@Sendable () -> Void] = []
+        let logger = Logger(label: "cove.reload")
+        if let certificates { actions.append { certificates.reload(logger: logger) } }
+        if let verifier, let path = config.auth?.htpasswd {
+            actions.append { ClientAccessSetup.reload(verifier, path: path, logger: logger) }
+        }
+        return actions
     }
 
     /// A storage path must be new, empty, or a Cove storage (it has `index.sqlite`): Cove clears `tmp/` at

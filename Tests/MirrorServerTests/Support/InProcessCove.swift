@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import Hummingbird
 import Logging
@@ -31,9 +32,10 @@ final class InProcessCove: Sendable {
     ///   - adHocTemplate: limits for registries created under `allowAnyRegistry`.
     ///   - logs: when given, every log record (debug and up) of Cove's own logger goes there too.
     ///   - ignoresNamespace: a single unnamed upstream that serves every `?ns=`.
+    ///   - access: client authentication and repository policies (default: none, as without `auth:`).
     init(registries: [RegistryConfiguration], allowAnyRegistry: Bool = false, ignoresNamespace: Bool = false, defaultName: String? = nil,
          configuration: MirrorConfiguration = MirrorConfiguration(), storage: URL? = nil,
-         adHocTemplate: UpstreamConfiguration? = nil, logs: LogCapture? = nil) async throws {
+         adHocTemplate: UpstreamConfiguration? = nil, logs: LogCapture? = nil, access: ClientAccess = .open) async throws {
         self.storage = storage ?? FileManager.default.temporaryDirectory.appendingPathComponent("cove-test-\(UUID().uuidString)")
         var logger: Logger
         if let logs {
@@ -47,7 +49,7 @@ final class InProcessCove: Sendable {
                                     ignoresNamespace: ignoresNamespace, adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger)
         let mirror = try Mirror(storage: self.storage, router: router, configuration: configuration, logger: logger)
         mirrorBox = Mutex(mirror)
-        responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger))
+        responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger, access: access))
         server = try await RunningServer(responder, label: "cove")
     }
 
