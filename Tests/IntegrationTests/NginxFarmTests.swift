@@ -157,6 +157,7 @@ struct NginxFarmTests {
         try await proxy.start()
 
         var pullCount = 0
+        try FileManager.default.createDirectory(at: f.dir.appendingPathComponent("pulls"), withIntermediateDirectories: true)
         func pullAll(_ round: String) async throws {
             for p in pulls {
                 let img = f.image(p.image)
@@ -197,6 +198,11 @@ struct NginxFarmTests {
         for d in blobs {
             #expect(fetched[d] == 1, "\(d) was fetched from the upstream \(fetched[d] ?? 0) times")
             #expect(holders(d, among: nodes).count == 1, "\(d) is stored on \(holders(d, among: nodes).map(\.host))")
+        }
+        // A repository's tag is resolved by one node, once (tag_ttl 5m): its manifests are keyed by repository.
+        for p in pulls {
+            let tagFetches = f.registryRequests("GET", pathPrefix: "/v2/\(p.repo)/manifests/v1")
+            #expect(tagFetches.count == 1, "\(p.repo):v1 was fetched \(tagFetches.count) times:\n\(tagFetches.joined(separator: "\n"))")
         }
         // nginx sent every request for a blob to one node, the one that stores it.
         var routedTo: [String: Set<String>] = [:]
