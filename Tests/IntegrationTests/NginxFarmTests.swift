@@ -89,17 +89,20 @@ final class FarmProxy: @unchecked Sendable {
 
     func stop() { process?.stop() }
 
-    /// Blob requests in the access log: (digest, the node that answered), in order. After a retry
-    /// `$upstream_addr` lists every node tried; the last one answered.
-    func blobRequests() -> [(digest: String, node: String)] {
+    /// Requests in the access log (the `cove_farm` format): the line, its hash key, the node that answered. After
+    /// a retry `$upstream_addr` lists every node tried; the last one answered.
+    func requests() -> [(line: String, key: String, node: String)] {
         let text = (try? String(contentsOf: accessLog, encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { line in
-            guard line.contains("/blobs/sha256:"),
-                  let key = Self.field(line, "key"), key.hasPrefix("sha256:"),
-                  let nodes = Self.field(line, "node") else { return nil }
+            guard let key = Self.field(line, "key"), let nodes = Self.field(line, "node") else { return nil }
             let last = nodes.split(separator: ",").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? nodes
-            return (key, last)
+            return (String(line), key, last)
         }
+    }
+
+    /// Blob requests in the access log: (digest, the node that answered), in order.
+    func blobRequests() -> [(digest: String, node: String)] {
+        requests().filter { $0.line.contains("/blobs/sha256:") && $0.key.hasPrefix("sha256:") }.map { ($0.key, $0.node) }
     }
 
     private static func field(_ line: Substring, _ name: String) -> String? {
@@ -150,8 +153,16 @@ struct NginxFarmTests {
                                                       ("index", "index"), ("team/index-copy", "index"),
                                                       ("dockerlist", "dockerlist")]
         for p in pulls { try await f.push(p.image, to: p.repo) }
+        // Every node mirrors the registry as `docker.io` (names as they are, no library/ prefix): then `?ns=` and
+        // path prefixes select a registry, and the farm must pass them on intact.
+        let registry = """
+        upstream:
+          url: "\(f.registryURL)"
+          name: docker.io
+          library_prefix: false
+        """
         var nodes: [CoveHandle] = []
-        for _ in 0..<3 { nodes.append(try await f.startCove()) }
+        for _ in 0..<3 { nodes.append(try await f.startCove(registriesYAML: registry)) }
         let proxy = try FarmProxy(dir: f.dir.appendingPathComponent("nginx"), nodes: nodes.map(\.host), port: try freePort())
         defer { proxy.stop() }
         try await proxy.start()
@@ -204,6 +215,19 @@ struct NginxFarmTests {
             let tagFetches = f.registryRequests("GET", pathPrefix: "/v2/\(p.repo)/manifests/v1")
             #expect(tagFetches.count == 1, "\(p.repo):v1 was fetched \(tagFetches.count) times:\n\(tagFetches.joined(separator: "\n"))")
         }
+        // The query string and the path reach the node as sent: ?ns= of another registry is refused by the node
+        // (403 DENIED), ?ns=docker.io and the /v2/docker.io/ path prefix are served.
+        let accept = manifestAcceptTypes.map { "Accept: \($0)" }
+        let otherNS = try await httpRequest("GET", "http://\(proxy.host)/v2/single/manifests/v1?ns=ghcr.io", headers: accept)
+        #expect(otherNS.status == 403 && otherNS.errorCodes == ["DENIED"], "\(otherNS.transcript)")
+        let hubNS = try await httpRequest("GET", "http://\(proxy.host)/v2/single/manifests/v1?ns=docker.io", headers: accept)
+        #expect(hubNS.status == 200 && hubNS.header("Docker-Content-Digest") == f.image("single").digest, "\(hubNS.transcript)")
+        let prefixed = try await httpRequest("HEAD", "http://\(proxy.host)/v2/docker.io/single/manifests/v1", headers: accept)
+        #expect(prefixed.status == 200 && prefixed.header("Docker-Content-Digest") == f.image("single").digest, "\(prefixed.transcript)")
+        // ... and both spellings of the repository are one key, on one node.
+        let spelled = proxy.requests().filter { $0.line.contains("/single/manifests/v1") && ($0.line.contains("ns=docker.io") || $0.line.contains("/v2/docker.io/")) }
+        #expect(spelled.count == 2 && Set(spelled.map(\.key)) == ["docker.io/single"] && Set(spelled.map(\.node)).count == 1, "\(spelled)")
+
         // nginx sent every request for a blob to one node, the one that stores it.
         var routedTo: [String: Set<String>] = [:]
         for r in proxy.blobRequests() { routedTo[r.digest, default: []].insert(r.node) }
