@@ -95,6 +95,8 @@ struct Serve: AsyncParsableCommand {
 
     /// A storage path must be new, empty, or a Cove storage (it has `index.sqlite`): Cove clears `tmp/` at
     /// start-up and owns everything below, so a mistyped path must not adopt an unrelated directory.
+    /// `lost+found` alone counts as empty: a fresh file system mounted at the storage path (a Kubernetes
+    /// volume, a dedicated disk) has one, and Cove never touches it.
     /// - Throws: `ValidationError` naming the path.
     static func checkStorage(_ storage: URL) throws {
         let fm = FileManager.default
@@ -102,7 +104,7 @@ struct Serve: AsyncParsableCommand {
         guard fm.fileExists(atPath: storage.path, isDirectory: &isDir) else { return }
         guard isDir.boolValue else { throw ValidationError("storage \(storage.path) is a file, not a directory") }
         guard !fm.fileExists(atPath: storage.appendingPathComponent("index.sqlite").path) else { return }
-        let entries = (try? fm.contentsOfDirectory(atPath: storage.path)) ?? []
+        let entries = ((try? fm.contentsOfDirectory(atPath: storage.path)) ?? []).filter { $0 != "lost+found" }
         guard entries.isEmpty else {
             throw ValidationError("storage \(storage.path) is not empty and holds no Cove cache (no index.sqlite); use an empty or new directory")
         }

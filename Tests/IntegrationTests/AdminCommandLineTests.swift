@@ -111,4 +111,33 @@ struct StoragePathTests {
         let onFile = try await runCommand(bin, ["stats", "--storage", file], timeout: 30)
         #expect(onFile.status == 2 && onFile.stderrText.contains("is a file"), "\(onFile.summary)")
     }
+
+    /// A fresh file system mounted at the storage path (a Kubernetes volume, a dedicated disk) holds only
+    /// `lost+found`: that is an empty storage, which `serve` adopts without touching `lost+found`.
+    @Test func aFreshFileSystemWithLostAndFoundIsAdopted() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cove-fresh-fs-\(UUID().uuidString.prefix(8))")
+        let lostFound = dir.appendingPathComponent("lost+found")
+        try FileManager.default.createDirectory(at: lostFound, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "fsck leftovers".write(to: lostFound.appendingPathComponent("#12"), atomically: true, encoding: .utf8)
+        // Logs outside the storage: anything else in it would make it non-empty.
+        let logs = FileManager.default.temporaryDirectory.appendingPathComponent("cove-fresh-fs-logs-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: logs) }
+        let port = try freePort()
+        let serve = try ProcessHandle(name: "cove-fresh-fs", executable: try coveBinary(),
+                                      arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--storage", dir.path,
+                                                  "--upstream", "http://127.0.0.1:9"],
+                                      logDirectory: logs, maxLifetime: 120)
+        defer { serve.stop() }
+        try await waitForHTTP("http://127.0.0.1:\(port)/v2/", timeout: 60, expectStatus: 200, process: serve)
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("index.sqlite").path))
+        #expect((try? String(contentsOf: lostFound.appendingPathComponent("#12"), encoding: .utf8)) == "fsck leftovers")
+        // Anything besides lost+found is still refused.
+        let other = FileManager.default.temporaryDirectory.appendingPathComponent("cove-notfresh-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: other.appendingPathComponent("lost+found"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: other) }
+        try "x".write(to: other.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
+        let refused = try await runCommand(try coveBinary(), ["serve", "--listen", "127.0.0.1:0", "--storage", other.path], timeout: 30)
+        #expect(refused.status != 0 && refused.stderrText.contains("holds no Cove cache"), "\(refused.summary)")
+    }
 }

@@ -28,7 +28,7 @@ private func pullWithSkopeo(
 
 /// Checks what skopeo wrote: the top manifest digest equals the upstream's, and every child manifest and blob
 /// file is there with the right content (skopeo verified the digests while copying; we check again).
-private func verifyPulled(_ dest: URL, _ image: ImageSummary, _ context: String) async throws {
+func verifyPulled(_ dest: URL, _ image: ImageSummary, _ context: String) async throws {
     let fm = FileManager.default
     func check(_ path: URL, _ digest: String, _ what: String) async throws {
         guard fm.fileExists(atPath: path.path) else {
