@@ -138,10 +138,18 @@ struct OperateTests {
         #expect(cove.stderr.contains("blob cached"), "\(cove.logTail())")
         #expect(FileManager.default.fileExists(atPath: server.storage + "/blobs/sha256/\(layer.digest.dropFirst(7).prefix(2))/\(layer.digest.dropFirst(7))"))
 
-        // The committed layer is served offline by the next Cove.
-        let again = try await server.start(offline: true)
+        // The committed layer is served offline by the next Cove (started with the log flags: JSON, notice and up).
+        let again = try await server.start(offline: true, arguments: ["--log-format", "json", "--log-level", "notice"])
         defer { again.stop() }
         let r = try await httpRequest("HEAD", "\(server.url)/v2/big/blobs/\(layer.digest)")
         #expect(r.status == 200)
+        again.stop()
+        let lines = again.stderr.split(separator: "\n")
+        #expect(lines.contains { $0.contains("cove listening") } && lines.contains { $0.contains("cove stopped") }, "\(again.logTail())")
+        for line in lines {
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object != nil, "not a JSON line: \(line)")
+            #expect(!["trace", "debug", "info"].contains(object?["level"] as? String ?? ""), "below --log-level notice: \(line)")
+        }
     }
 }
