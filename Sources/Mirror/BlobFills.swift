@@ -100,6 +100,7 @@ actor BlobFills {
         writer.beforeCommit = { use.waitUntilNotEvicting(key) }
         let budget = budget, digest = fill.digest
         let sink = FillSink(writer: writer) { size in budget.admit(digest, size: size) }
+        sink.onAttempt = { fill.sourceLabel = $0 }
         let upstreamName = registry.upstreamName(for: name)
         var attempt = 0
         var failure: DistributionError?
@@ -219,6 +220,10 @@ final class FillSink: BodySink, @unchecked Sendable {
     private(set) var outOfSpace = false
     /// Body bytes received from upstreams, every attempt counted (for `cove_upstream_received_bytes_total`).
     private(set) var received: Int64 = 0
+    /// Told the endpoint (`host:port`) before each attempt.
+    var onAttempt: ((String) -> Void)?
+
+    func attempting(endpoint: String) { onAttempt?(endpoint) }
 
     init(writer: BlobFillWriter, admit: @escaping (Int64) -> Bool = { _ in true }) {
         self.writer = writer

@@ -337,6 +337,7 @@ public final class Mirror: Sendable {
         }
         do {
             let size = try await fill.waitForSize()
+            if let endpoint = fill.sourceLabel { RequestTrace.record(endpoint: endpoint) }
             return ServedBlob(digest: digest, size: size, mediaType: MediaType.octetStream, body: .fill(fill), lease: lease)
         } catch let e as DistributionError {
             throw e
@@ -349,11 +350,14 @@ public final class Mirror: Sendable {
     /// does not start a fill).
     /// - Throws: as `blob(_:_:)`.
     public func blobHead(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> (size: Int64, mediaType: String) {
-        if let hit = try cachedBlob(digest) { return (hit.size, hit.mediaType) }
+        // HEADs are not counted as cache requests (no body moves), but the access log says how they were answered.
+        if let hit = try cachedBlob(digest) { RequestTrace.record(.hit); return (hit.size, hit.mediaType) }
         if let fill = await fills.inFlight(digest), let size = try? await fill.waitForSize() {
+            RequestTrace.record(.fillJoin)
             return (size, MediaType.octetStream)
         }
         try requireOnline("blob \(digest)", code: .blobUnknown)
+        RequestTrace.record(.miss)
         do {
             let head = try await registry.blobHead(registry.upstreamName(for: name), digest)
             if MediaType.isHTML(head["Content-Type"]) {

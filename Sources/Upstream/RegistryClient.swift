@@ -126,7 +126,9 @@ public final class RegistryClient: Sendable {
                      headDeadline: Deadline = .none) async throws(UpstreamError) -> (ResponseHead, Endpoint) {
         try await failover(trustedOnly: false, path: "/v2/\(name.value)/blobs/\(digest)", object: digest.description,
                            deadline: headDeadline) { (c, d) throws(UpstreamError) in
-            (try await c.blob(name, digest, from: offset(), into: sink, headDeadline: d), endpoints.first { $0.client === c }!)
+            let endpoint = endpoints.first { $0.client === c }!
+            sink.attempting(endpoint: endpoint.label)
+            return (try await c.blob(name, digest, from: offset(), into: sink, headDeadline: d), endpoint)
         }
     }
 

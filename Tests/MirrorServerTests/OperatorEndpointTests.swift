@@ -83,6 +83,7 @@ struct OperatorEndpointTests {
         #expect(manifests[1].metadata["upstream"] == "-")
         #expect(manifests.allSatisfy { $0.metadata["bytes"] == "\(image.manifest.count)" && $0.metadata["status"] == "200" })
         #expect(layers.map { $0.metadata["cache"] } == ["miss", "hit"])
+        #expect(layers.map { $0.metadata["upstream"] } == ["127.0.0.1:\(up.port)", "-"])
         #expect(layers.allSatisfy { $0.metadata["bytes"] == "40000" })
         #expect(access.allSatisfy { Double($0.metadata["ms"] ?? "") != nil })
     }
