@@ -95,6 +95,23 @@ public final class MirrorMetrics: Sendable {
         }
     }
 
+    private struct RequestKey: Hashable {
+        var route: String
+        var method: String
+        var status: Int
+    }
+    private let requestCounters = Mutex<[RequestKey: Counter]>([:])
+
+    /// `cove_http_requests_total{route,method,status}`, made once per label set and kept (a per-request lookup
+    /// instead of a new `Counter` and a registry lookup). The caller keeps the label values few.
+    public func httpRequests(route: String, method: String, status: Int) -> Counter {
+        let key = RequestKey(route: route, method: method, status: status)
+        if let counter = requestCounters.withLock({ $0[key] }) { return counter }
+        let counter = Counter(label: "cove_http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))],
+                              factory: factory)
+        return requestCounters.withLock { $0[key, default: counter] }
+    }
+
     func gauge(_ label: String, _ dimensions: [(String, String)] = []) -> Gauge {
         Gauge(label: label, dimensions: dimensions, factory: factory)
     }

@@ -34,9 +34,7 @@ final class AccessRecord: @unchecked Sendable {
         let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         let outcome = trace.outcome
         if outcome == .hit || outcome == .stale { metrics.servedFromCache.increment(by: bytesSent) }
-        Counter(label: "cove_http_requests_total",
-                dimensions: [("route", Self.route(path)), ("method", Self.methodLabel(method)), ("status", String(status))],
-                factory: metrics.factory).increment()
+        metrics.httpRequests(route: Self.route(path), method: Self.methodLabel(method), status: status).increment()
         var metadata: Logger.Metadata = [
             "status": "\(status)", "bytes": "\(bytesSent)", "ms": "\(Self.rounded(ms))",
             "cache": "\(outcome?.rawValue ?? "-")", "upstream": "\(trace.endpoint ?? "-")",
@@ -45,7 +43,11 @@ final class AccessRecord: @unchecked Sendable {
         logger.info("\(method) \(path) \(status)", metadata: metadata)
     }
 
-    static func rounded(_ ms: Double) -> String { String(format: "%.1f", ms) }
+    /// Milliseconds with one decimal, without Foundation's formatter.
+    static func rounded(_ ms: Double) -> String {
+        let tenths = Int((ms * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
 
     /// The route label: `base`, `manifest`, `blob`, `tags`, `referrers`, or `other` (few values on purpose).
     static func route(_ path: String) -> String {
