@@ -15,11 +15,20 @@ public struct UpstreamMetrics: Sendable {
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) { self.factory = factory }
 
+    /// The histogram's metric name, and buckets that reach past small requests to whole blob transfers
+    /// (5 ms … 10 min); a backend that supports per-metric buckets (Prometheus) should use them.
+    public static let durationMetric = "cove_upstream_request_duration_seconds"
+    public static let durationBuckets: [Duration] = [
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+        .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        .seconds(120), .seconds(300), .seconds(600),
+    ]
+
     /// Records one attempt on `endpoint`.
     func attempt(endpoint: String, operation: String, duration: Duration, failed: Bool) {
         let dimensions = [("endpoint", endpoint), ("operation", operation)]
         let (seconds, attoseconds) = duration.components
-        CoreMetrics.Timer(label: "cove_upstream_request_duration_seconds", dimensions: dimensions, factory: factory)
+        CoreMetrics.Timer(label: Self.durationMetric, dimensions: dimensions, factory: factory)
             .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         if failed { Counter(label: "cove_upstream_errors_total", dimensions: dimensions, factory: factory).increment() }
     }

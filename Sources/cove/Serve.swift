@@ -46,7 +46,9 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "cove")
         // One Prometheus registry for the process: swift-metrics records into it, `/metrics` renders it.
         let prometheus = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: prometheus))
+        var factory = PrometheusMetricsFactory(registry: prometheus)
+        factory.durationHistogramBuckets[UpstreamMetrics.durationMetric] = UpstreamMetrics.durationBuckets
+        MetricsSystem.bootstrap(factory)
         let metrics = MirrorMetrics(factory: MetricsSystem.factory)
         var template = UpstreamConfiguration(url: "https://localhost")
         template.requestLimits = config.network.requestLimits

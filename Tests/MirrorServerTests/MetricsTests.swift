@@ -41,6 +41,7 @@ struct MetricsTests {
         #expect(m.value("cove_http_requests_total", ["route": "blob", "method": "GET", "status": "200"]) == 3)
         #expect(m.value("cove_upstream_request_duration_seconds_count", ["endpoint": endpoint, "operation": "blob"]) == 3,
                 "\(m.lines("cove_upstream_request_duration_seconds_count"))")
+        #expect(m.text.contains("operation=\"blob\",le=\"600"), "buckets reach whole blob transfers: \(m.lines("cove_upstream_request_duration_seconds_bucket"))")
         #expect(m.value("cove_fills_in_flight") == 0)
         #expect(m.value("cove_cache_size_bytes") == blobBytes + Double(image.manifest.count))
         #expect(m.value("cove_upstream_endpoint_cooled", ["endpoint": endpoint]) == 0)
@@ -60,6 +61,25 @@ struct MetricsTests {
         // Nothing more came from upstream.
         #expect(m.value("cove_upstream_received_bytes_total", ["kind": "blob"]) == blobBytes)
         #expect(up.count("GET", "/blobs/") == 3)
+    }
+
+    @Test func aSecondClientOnAColdBlobJoinsTheFill() async throws {
+        let up = try await FaultUpstream.start()
+        defer { up.stop() }
+        let bytes = FaultUpstream.randomBytes(200_000)
+        // About 2 s upstream: the second client arrives while the first one's fill runs.
+        let digest = up.addBlob(bytes, fault: .slow(chunk: 10_000, milliseconds: 100))
+        let cove = try await InProcessCove(upstream: up.url)
+        defer { cove.stop() }
+        let first = Task { try await curl("\(cove.url)/v2/team/app/blobs/\(digest)") }
+        #expect(await eventuallyAsync(10) { await cove.mirror.fillInFlight(digest) != nil })
+        let second = try await curl("\(cove.url)/v2/team/app/blobs/\(digest)")
+        #expect(try await first.value.body == bytes && second.body == bytes)
+        let m = try await Self.scrape(cove)
+        #expect(m.value("cove_cache_requests_total", ["kind": "blob", "outcome": "miss"]) == 1)
+        #expect(m.value("cove_cache_requests_total", ["kind": "blob", "outcome": "fill-join"]) == 1)
+        #expect(m.value("cove_upstream_received_bytes_total", ["kind": "blob"]) == Double(bytes.count))
+        #expect(up.count("GET", "/blobs/") == 1)
     }
 
     @Test func aDigestMismatchIsCountedAsSuch() async throws {

@@ -86,6 +86,11 @@ struct OperatorEndpointTests {
         #expect(layers.map { $0.metadata["upstream"] } == ["127.0.0.1:\(up.port)", "-"])
         #expect(layers.allSatisfy { $0.metadata["bytes"] == "40000" })
         #expect(access.allSatisfy { Double($0.metadata["ms"] ?? "") != nil })
+        // HEAD: logged with 0 bytes and its outcome.
+        #expect(try await curl("\(cove.url)\(layerPath)", method: "HEAD").status == 200)
+        #expect(await eventually(5) {
+            logs.all.contains { $0.message == "HEAD \(layerPath) 200" && $0.metadata["bytes"] == "0" && $0.metadata["cache"] == "hit" }
+        })
     }
 
     @Test func statusPageShowsNumbersAfterAPull() async throws {

@@ -48,7 +48,9 @@ final class InProcessCove: Sendable {
             logger = Logger(label: "cove-test")
             logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
         }
-        let metrics = MirrorMetrics(factory: PrometheusMetricsFactory(registry: prometheus))
+        var factory = PrometheusMetricsFactory(registry: prometheus)
+        factory.durationHistogramBuckets[UpstreamMetrics.durationMetric] = UpstreamMetrics.durationBuckets
+        let metrics = MirrorMetrics(factory: factory)
         let router = UpstreamRouter(registries: registries, defaultName: defaultName ?? registries[0].name, allowAnyRegistry: allowAnyRegistry,
                                     ignoresNamespace: ignoresNamespace, adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger,
                                     metrics: metrics.upstream)
