@@ -82,6 +82,27 @@ struct MetricsTests {
         #expect(up.count("GET", "/blobs/") == 1)
     }
 
+    @Test func evictionsAreCountedInObjectsAndBytes() async throws {
+        let up = try await FaultUpstream.start()
+        defer { up.stop() }
+        let blobs = (0..<2).map { _ in FaultUpstream.randomBytes(100_000) }
+        let d = blobs.map { up.addBlob($0) }
+        let clock = TestClock()
+        // Room for one: the second fill evicts the first (past its grace age).
+        let cove = try await InProcessCove(upstream: up.url, configuration: MirrorConfiguration(maxSize: 150_000, minFree: .bytes(0), evictionGrace: 60, now: clock.now))
+        defer { cove.stop() }
+        #expect(try await curl("\(cove.url)/v2/a/blobs/\(d[0])").body == blobs[0])
+        #expect(await eventually(10) { cove.isCached(d[0].description) })
+        clock.advance(300)
+        #expect(try await curl("\(cove.url)/v2/a/blobs/\(d[1])").body == blobs[1])
+        #expect(await eventually(10) { cove.isCached(d[1].description) && !cove.isCached(d[0].description) })
+        let m = try await Self.scrape(cove)
+        #expect(m.value("cove_evicted_objects_total") == 1)
+        #expect(m.value("cove_evicted_bytes_total") == 100_000)
+        #expect(m.value("cove_cache_limit_bytes") == 150_000)
+        #expect(m.value("cove_cache_size_bytes") == 100_000)
+    }
+
     @Test func aDigestMismatchIsCountedAsSuch() async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
