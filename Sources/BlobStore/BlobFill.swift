@@ -131,6 +131,17 @@ public final class BlobFill: Sendable {
     /// Bytes written to the temp file so far (progress; may drop to 0 when an upstream restarts the body).
     public var bytesWritten: Int64 { state.withLock { $0.written } }
 
+    /// Where the bytes come from (an upstream endpoint's `host:port`), for access logs and status; set by the
+    /// fill's driver before each attempt.
+    public var sourceLabel: String? {
+        get { source.withLock { $0 } }
+        set { source.withLock { $0 = newValue } }
+    }
+    private let source = Mutex<String?>(nil)
+
+    /// The size the upstream announced, once known (nil before the response head, or without a length).
+    public var announcedSize: Int64? { state.withLock { $0.expectedSize } }
+
     /// Readers parked in `waitForBytes` right now.
     public var parkedReaders: Int { state.withLock { $0.waiters.count } }
 

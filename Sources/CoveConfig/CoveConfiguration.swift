@@ -13,6 +13,11 @@ public struct CoveConfiguration: Sendable {
     public var storage: String = "./cove-data"
     /// swift-log level name.
     public var logLevel: String = "info"
+    /// Log line format: `text` (swift-log's stream format) or `json` (one object per line).
+    public var logFormat: String = "text"
+    /// Seconds a graceful shutdown (SIGTERM/SIGINT) may take: responses in flight finish and blob fills commit
+    /// within it; then the rest is cancelled. 25 s leaves room under systemd's `TimeoutStopSec=30`.
+    public var shutdownTimeout: Double = 25
     /// Upstream registries in configuration order (never empty).
     public var registries: [RegistryConfiguration] = [CoveConfiguration.dockerHub]
     /// Name of the registry for requests that name none (no `?ns=`, no path prefix).
@@ -39,6 +44,8 @@ public struct CoveConfiguration: Sendable {
 
     /// The log levels `log_level` accepts.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    /// The formats `log_format` accepts.
+    public static let logFormats = ["text", "json"]
 
     /// The registries with `network` applied to every endpoint: what the upstream clients are built from.
     public var effectiveRegistries: [RegistryConfiguration] {
@@ -97,7 +104,7 @@ public struct CoveConfiguration: Sendable {
         var config = CoveConfiguration()
         guard let node else { return config }
         let root = try Section(node, path: "")
-        try root.allow(["listen", "storage", "log_level", "upstream", "registries", "default_registry",
+        try root.allow(["listen", "storage", "log_level", "log_format", "shutdown_timeout", "upstream", "registries", "default_registry",
                         "allow_any_registry", "offline", "network", "cache", "tls", "auth"])
         config.tls = try parseTLS(root)
         config.auth = try parseAuth(root)
@@ -106,6 +113,14 @@ public struct CoveConfiguration: Sendable {
         if let v = try root.string("log_level") {
             guard logLevels.contains(v) else { throw ConfigError("log_level", "must be one of \(logLevels.joined(separator: ", "))") }
             config.logLevel = v
+        }
+        if let v = try root.string("log_format") {
+            guard logFormats.contains(v) else { throw ConfigError("log_format", "must be one of \(logFormats.joined(separator: ", "))") }
+            config.logFormat = v
+        }
+        if let v = try root.duration("shutdown_timeout") {
+            guard v > 0, v <= 3600 else { throw ConfigError("shutdown_timeout", "must be more than 0s and at most 1h") }
+            config.shutdownTimeout = v
         }
         if let v = try root.bool("allow_any_registry") { config.allowAnyRegistry = v }
         if let v = try root.bool("offline") { config.cache.offline = v }

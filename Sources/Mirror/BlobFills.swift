@@ -23,10 +23,13 @@ actor BlobFills {
     let logger: Logger
     let use: CacheUse
     let budget: CacheBudget
+    let metrics: MirrorMetrics
     /// Fills that failed verification or transfer.
     let failures = Atomic<Int>(0)
 
-    init(store: BlobStore, index: CacheIndex, configuration: MirrorConfiguration, use: CacheUse, budget: CacheBudget, logger: Logger) {
+    init(store: BlobStore, index: CacheIndex, configuration: MirrorConfiguration, use: CacheUse, budget: CacheBudget,
+         metrics: MirrorMetrics, logger: Logger) {
+        self.metrics = metrics
         self.store = store
         self.index = index
         self.configuration = configuration
@@ -47,10 +50,11 @@ actor BlobFills {
 
     /// Attaches to the fill of `digest`, starting one from `name` on `registry` if none runs. (Blobs are
     /// content-addressed, so a fill started for one registry serves requests from all of them.)
-    /// - Returns: nil when the blob landed in the store in the meantime, else the fill.
+    /// - Returns: nil when the blob landed in the store in the meantime, else the fill and whether this call
+    ///   started it (false: joined one in flight).
     /// - Throws: `BlobStoreError.io` when the temp file cannot be created.
-    func attach(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) throws -> BlobFill? {
-        if let fill = active[digest] { return fill }
+    func attach(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) throws -> (fill: BlobFill, started: Bool)? {
+        if let fill = active[digest] { return (fill, false) }
         if store.contains(digest), (try index.blob(digest.description)) != nil { return nil }
         let fill = try BlobFill(store: store, digest: digest)
         active[digest] = fill
@@ -61,7 +65,12 @@ actor BlobFills {
             await run(fill, registry, name)
             await finished(digest)
         }
-        return fill
+        return (fill, true)
+    }
+
+    /// The fills in flight, for the status page: digest, bytes written, announced size.
+    func progress() -> [(digest: Digest, written: Int64, size: Int64?)] {
+        active.values.map { ($0.digest, $0.bytesWritten, $0.announcedSize) }.sorted { $0.digest.description < $1.digest.description }
     }
 
     private func finished(_ digest: Digest) {
@@ -91,6 +100,7 @@ actor BlobFills {
         writer.beforeCommit = { use.waitUntilNotEvicting(key) }
         let budget = budget, digest = fill.digest
         let sink = FillSink(writer: writer) { size in budget.admit(digest, size: size) }
+        sink.onAttempt = { fill.sourceLabel = $0 }
         let upstreamName = registry.upstreamName(for: name)
         var attempt = 0
         var failure: DistributionError?
@@ -113,13 +123,15 @@ actor BlobFills {
                     break
                 }
                 attempt = next
+                metrics.fillResumed.increment()
                 logger.warning("blob transfer interrupted; resuming", metadata: [
                     "digest": "\(fill.digest)", "offset": "\(writer.bytesWritten)", "error": "\(error)", "retry_in_s": "\(delay)",
                 ])
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
             }
         }
-        var reserved = sink.reserved, stored: Int64 = 0
+        var reserved = sink.reserved, stored: Int64 = 0, mismatch = false
+        metrics.upstreamBlobBytes.increment(by: sink.received)
         if let failure {
             writer.fail(failure)
         } else {
@@ -139,7 +151,9 @@ actor BlobFills {
                         throw error
                     }
                     stored = writer.bytesWritten
-                    logger.info("blob cached", metadata: ["digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)"])
+                    logger.info("blob cached", metadata: [
+                        "digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)", "upstream": "\(servedBy?.label ?? "-")",
+                    ])
                 } else {
                     logger.notice("blob served without being kept (cache budget)", metadata: [
                         "digest": "\(fill.digest)", "bytes": "\(writer.bytesWritten)",
@@ -149,6 +163,7 @@ actor BlobFills {
                 // Verification failures already failed the fill (readers aborted); this is for the log, and
                 // the endpoint that sent the bytes is cooled down so the next request asks another one.
                 failure = DistributionError(.unavailable, "blob \(fill.digest): \(error)")
+                if let e = error as? BlobStoreError, Self.isVerificationFailure(e) { mismatch = true }
                 if let servedBy, let e = error as? BlobStoreError, Self.isVerificationFailure(e) {
                     registry.reportInvalidContent(from: servedBy, object: fill.digest.description, "blob \(fill.digest): \(e)")
                 }
@@ -158,6 +173,13 @@ actor BlobFills {
         if sink.outOfSpace || failure?.message.contains("no space left") == true {
             logger.error("storage file system is full; starting eviction", metadata: ["digest": "\(fill.digest)"])
             budget.trigger(.noSpace)
+        }
+        if failure == nil {
+            metrics.fillVerified.increment()
+        } else if mismatch {
+            metrics.fillDigestMismatch.increment()
+        } else {
+            metrics.fillAborted.increment()
         }
         if let failure {
             failures.add(1, ordering: .relaxed)
@@ -196,6 +218,12 @@ final class FillSink: BodySink, @unchecked Sendable {
     private(set) var reserved: Int64 = 0
     /// Set when a write failed for lack of space (ENOSPC / EDQUOT).
     private(set) var outOfSpace = false
+    /// Body bytes received from upstreams, every attempt counted (for `cove_upstream_received_bytes_total`).
+    private(set) var received: Int64 = 0
+    /// Told the endpoint (`host:port`) before each attempt.
+    var onAttempt: ((String) -> Void)?
+
+    func attempting(endpoint: String) { onAttempt?(endpoint) }
 
     init(writer: BlobFillWriter, admit: @escaping (Int64) -> Bool = { _ in true }) {
         self.writer = writer
@@ -252,6 +280,7 @@ final class FillSink: BodySink, @unchecked Sendable {
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        received += Int64(bytes.count)
         do {
             try writer.append(bytes)
             return true

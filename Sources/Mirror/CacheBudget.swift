@@ -70,6 +70,7 @@ final class CacheBudget: Sendable {
     let recorder: AccessRecorder
     let configuration: MirrorConfiguration
     let logger: Logger
+    let metrics: MirrorMetrics
 
     struct State {
         /// Bytes the index records (nil until first needed: loading it costs a scan).
@@ -88,7 +89,9 @@ final class CacheBudget: Sendable {
     /// Candidates read per query.
     static let batchSize = 512
 
-    init(index: CacheIndex, store: BlobStore, use: CacheUse, recorder: AccessRecorder, configuration: MirrorConfiguration, logger: Logger) {
+    init(index: CacheIndex, store: BlobStore, use: CacheUse, recorder: AccessRecorder, configuration: MirrorConfiguration,
+         metrics: MirrorMetrics = MirrorMetrics(), logger: Logger) {
+        self.metrics = metrics
         self.index = index
         self.store = store
         self.use = use
@@ -287,6 +290,8 @@ final class CacheBudget: Sendable {
                 if let d = try? Digest(r.digest) { store.remove(d) }
                 evicted.append(EvictedObject(digest: r.digest, size: r.size))
                 freed += r.size
+                metrics.evictedObjects.increment()
+                metrics.evictedBytes.increment(by: r.size)
             }
             use.endEviction(claimed)
         }

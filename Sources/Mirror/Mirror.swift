@@ -56,21 +56,26 @@ public final class Mirror: Sendable {
     let recorder: AccessRecorder
     /// `max_size` / `min_free` accounting and eviction.
     let budget: CacheBudget
+    /// Counters and gauges for `/metrics` and the status page.
+    public let metrics: MirrorMetrics
 
     /// Opens the cache under `storage` (creating `index.sqlite`, `blobs/`, `tmp/`).
     /// - Parameter removingTemporaryFiles: clear `tmp/` (fills a previous process left); false for maintenance
     ///   commands, so `cove verify` can report them.
+    /// - Parameter metrics: where cache metrics go (default: the global `MetricsSystem`).
     /// - Throws: `BlobStoreError` or a database error when the storage cannot be opened.
     public init(storage: URL, router: UpstreamRouter, configuration: MirrorConfiguration, logger: Logger,
-                removingTemporaryFiles: Bool = true) throws {
+                removingTemporaryFiles: Bool = true, metrics: MirrorMetrics = MirrorMetrics()) throws {
         self.configuration = configuration
+        self.metrics = metrics
         self.store = try BlobStore(root: storage, removingTemporaryFiles: removingTemporaryFiles)
         self.index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path)
         self.router = router
         self.logger = logger
         self.recorder = AccessRecorder(now: configuration.now)
-        self.budget = CacheBudget(index: index, store: store, use: use, recorder: recorder, configuration: configuration, logger: logger)
-        self.fills = BlobFills(store: store, index: index, configuration: configuration, use: use, budget: budget, logger: logger)
+        self.budget = CacheBudget(index: index, store: store, use: use, recorder: recorder, configuration: configuration,
+                                  metrics: metrics, logger: logger)
+        self.fills = BlobFills(store: store, index: index, configuration: configuration, use: use, budget: budget, metrics: metrics, logger: logger)
     }
 
     /// Writes pending access times, then releases the storage directory (its lock) for another process; the
@@ -85,7 +90,7 @@ public final class Mirror: Sendable {
     /// - Returns: the number of fills still running when it gave up.
     public func drainFills(within seconds: Double) async -> Int {
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        while ContinuousClock.now < deadline {
+        while ContinuousClock.now < deadline, !Task.isCancelled {
             let n = await fills.activeCount
             if n == 0 { return 0 }
             try? await Task.sleep(for: .milliseconds(100))
@@ -110,9 +115,10 @@ public final class Mirror: Sendable {
     ///   every endpoint's bytes failed to match their digest.
     public func manifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference) async throws(DistributionError) -> ServedManifest {
         let upstreamName = registry.upstreamName(for: name)
+        metrics.pulled("\(registry.name)/\(upstreamName)")
         switch reference {
         case .digest(let digest):
-            if let cached = try cachedManifest(digest) { recorder.countHit(); return cached }
+            if let cached = try cachedManifest(digest) { recorder.countHit(); metrics.manifest(.hit); return cached }
             try requireOnline("manifest \(name)@\(digest)", code: .manifestUnknown)
             return try await flight("\(registry.name)/\(upstreamName)@\(digest)") { [self] () throws(DistributionError) in
                 if let cached = try cachedManifest(digest) { return cached }
@@ -123,6 +129,7 @@ public final class Mirror: Sendable {
                let digest = try? Digest(record.digest), let cached = try cachedManifest(digest),
                servesCacheOnly || Date().timeIntervalSince(record.checkedAt) < configuration.tagTTL {
                 recorder.countHit()
+                metrics.manifest(.hit)
                 return cached
             }
             try requireOnline("manifest \(name):\(tag)", code: .manifestUnknown)
@@ -151,8 +158,11 @@ public final class Mirror: Sendable {
     private func flight(_ key: String, _ op: @escaping @Sendable () async throws(DistributionError) -> ServedManifest) async throws(DistributionError) -> ServedManifest {
         recorder.miss()
         do {
-            return try await manifestFlights.run(key) { try await op() }
+            let served = try await manifestFlights.run(key) { try await op() }
+            metrics.manifest(served.stale ? .stale : .miss)
+            return served
         } catch let e as DistributionError {
+            metrics.manifest(.miss)
             throw e
         } catch {
             throw DistributionError(.unknown, "\(error)")
@@ -212,6 +222,7 @@ public final class Mirror: Sendable {
             throw DistributionError(.unavailable, "manifest \(name):\(reference): upstream answer changed under verification", status: 502)
         }
         let (body, digest, summary, mediaType) = (response.body, accepted.digest, accepted.summary, accepted.mediaType)
+        metrics.upstreamManifestBytes.increment(by: body.count)
         // Held while file and rows are written, so an eviction of the same digest cannot unlink the file
         // under the new row.
         let lease = use.acquireForWrite(digest.description)
@@ -305,7 +316,7 @@ public final class Mirror: Sendable {
     ///   for upstream failures; `SIZE_INVALID` when it exceeds the configured maximum size; `UNAVAILABLE`
     ///   when the fill fails before its size is known.
     public func blob(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> ServedBlob {
-        if let hit = try cachedBlob(digest) { recorder.countHit(); return hit }
+        if let hit = try cachedBlob(digest) { recorder.countHit(); metrics.blob(.hit); return hit }
         recorder.miss()
         if servesCacheOnly, await fills.inFlight(digest) == nil {
             throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline")
@@ -314,13 +325,14 @@ public final class Mirror: Sendable {
         let lease = use.acquire(digest.description)
         do {
             // Without the upstream, only a fill already in flight may be joined: attaching could start one.
-            let attached = servesCacheOnly ? await fills.inFlight(digest) : try await fills.attach(registry, name, digest)
+            let attached = servesCacheOnly ? await fills.inFlight(digest).map { (fill: $0, started: false) } : try await fills.attach(registry, name, digest)
             guard let f = attached else {
-                if let hit = try cachedBlob(digest) { return hit }
+                if let hit = try cachedBlob(digest) { metrics.blob(.hit); return hit }
                 if servesCacheOnly { throw DistributionError(.blobUnknown, "blob \(digest) is not cached and this mirror is offline") }
                 throw DistributionError(.unavailable, "blob \(digest) vanished while being served")
             }
-            fill = f
+            fill = f.fill
+            metrics.blob(f.started ? .miss : .fillJoin)
         } catch let e as DistributionError {
             throw e
         } catch {
@@ -328,6 +340,7 @@ public final class Mirror: Sendable {
         }
         do {
             let size = try await fill.waitForSize()
+            if let endpoint = fill.sourceLabel { RequestTrace.record(endpoint: endpoint) }
             return ServedBlob(digest: digest, size: size, mediaType: MediaType.octetStream, body: .fill(fill), lease: lease)
         } catch let e as DistributionError {
             throw e
@@ -340,11 +353,14 @@ public final class Mirror: Sendable {
     /// does not start a fill).
     /// - Throws: as `blob(_:_:)`.
     public func blobHead(_ registry: RegistryClient, _ name: RepositoryName, _ digest: Digest) async throws(DistributionError) -> (size: Int64, mediaType: String) {
-        if let hit = try cachedBlob(digest) { return (hit.size, hit.mediaType) }
+        // HEADs are not counted as cache requests (no body moves), but the access log says how they were answered.
+        if let hit = try cachedBlob(digest) { RequestTrace.record(.hit); return (hit.size, hit.mediaType) }
         if let fill = await fills.inFlight(digest), let size = try? await fill.waitForSize() {
+            RequestTrace.record(.fillJoin)
             return (size, MediaType.octetStream)
         }
         try requireOnline("blob \(digest)", code: .blobUnknown)
+        RequestTrace.record(.miss)
         do {
             let head = try await registry.blobHead(registry.upstreamName(for: name), digest)
             if MediaType.isHTML(head["Content-Type"]) {

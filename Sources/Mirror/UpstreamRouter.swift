@@ -23,17 +23,21 @@ public final class UpstreamRouter: Sendable {
     let adHoc = Mutex<[String: RegistryClient]>([:])
     let adHocTemplate: UpstreamConfiguration
     let logger: Logger
+    let metrics: UpstreamMetrics
 
     /// - Parameters:
     ///   - registries: the configured registries; `defaultName` must be one of them.
     ///   - adHocTemplate: limits for registries created on demand under `allowAnyRegistry` (its URL is ignored).
     ///   - ignoresNamespace: serve every `?ns=` from the default registry (a single unnamed upstream).
+    ///   - metrics: where every registry records its upstream metrics (default: the global `MetricsSystem`).
     public init(registries: [RegistryConfiguration], defaultName: String, allowAnyRegistry: Bool, ignoresNamespace: Bool = false,
-                adHocTemplate: UpstreamConfiguration = UpstreamConfiguration(url: "https://localhost"), logger: Logger) {
+                adHocTemplate: UpstreamConfiguration = UpstreamConfiguration(url: "https://localhost"), logger: Logger,
+                metrics: UpstreamMetrics = UpstreamMetrics()) {
         var map: [String: RegistryClient] = [:]
-        for r in registries { map[r.name] = RegistryClient(configuration: r, logger: logger) }
+        for r in registries { map[r.name] = RegistryClient(configuration: r, logger: logger, metrics: metrics) }
         configured = map
-        defaultRegistry = map[defaultName] ?? RegistryClient(configuration: registries[0], logger: logger)
+        defaultRegistry = map[defaultName] ?? RegistryClient(configuration: registries[0], logger: logger, metrics: metrics)
+        self.metrics = metrics
         self.allowAnyRegistry = allowAnyRegistry
         self.ignoresNamespace = ignoresNamespace
         self.adHocTemplate = adHocTemplate
@@ -68,7 +72,7 @@ public final class UpstreamRouter: Sendable {
             var endpoint = adHocTemplate
             endpoint.url = "https://" + name
             endpoint.addressPolicy.scope = .publicOnly
-            let r = RegistryClient(configuration: RegistryConfiguration(name: name, endpoints: [endpoint]), logger: logger)
+            let r = RegistryClient(configuration: RegistryConfiguration(name: name, endpoints: [endpoint]), logger: logger, metrics: metrics)
             map[name] = r
             return r
         }

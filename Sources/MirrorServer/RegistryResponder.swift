@@ -6,6 +6,7 @@ import Logging
 import Mirror
 import NIOCore
 import OCI
+import Prometheus
 import Upstream
 
 /// The registry API front: maps requests to `Mirror` calls and `DistributionError`s to the JSON envelope.
@@ -15,14 +16,28 @@ import Upstream
 public struct RegistryResponder: HTTPResponder {
     public typealias Context = CoveRequestContext
     let mirror: Mirror
+    /// Access lines (info) and request errors.
     let logger: Logger
     /// Client authentication and repository policies, checked before any `Mirror` call.
     let access: ClientAccess
+    /// Rendered at `/metrics`; nil: `/metrics` answers 404.
+    let prometheus: PrometheusCollectorRegistry?
+    /// `/readyz`'s checks and the shutdown flag.
+    let readiness: Readiness
+    /// For the status page's uptime.
+    let startedAt = Date()
 
-    public init(mirror: Mirror, logger: Logger, access: ClientAccess = .open) {
+    /// - Parameters:
+    ///   - access: who may pull what (`ClientAccess.open`: everyone, everything).
+    ///   - prometheus: the registry the metrics factory of `mirror` records into, rendered at `/metrics`.
+    ///   - readiness: flips `/readyz` to 503 when shutdown begins (`Readiness.beginShutdown()`).
+    public init(mirror: Mirror, logger: Logger, access: ClientAccess = .open, prometheus: PrometheusCollectorRegistry? = nil,
+                readiness: Readiness = Readiness()) {
         self.mirror = mirror
         self.logger = logger
         self.access = access
+        self.prometheus = prometheus
+        self.readiness = readiness
     }
 
     static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
@@ -40,10 +55,21 @@ public struct RegistryResponder: HTTPResponder {
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
-        let started = ContinuousClock.now
+        let operatorPath = OperatorPath(request.uri.path)
+        if let operatorPath, request.method == .get || request.method == .head, !operatorPath.isLogged {
+            return await operatorResponse(operatorPath, head: request.method == .head)
+        }
+        let trace = RequestTrace()
+        let record = AccessRecord(request: request, trace: trace)
         var response: Response
         do {
-            response = try await admittedRoute(request, channel: context.channel)
+            if let operatorPath, request.method == .get || request.method == .head {
+                // The status page and /metrics need a user whenever `auth` is configured.
+                _ = try await access.admit(path: request.uri.path, authorization: request.headers[.authorization])
+                response = await operatorResponse(operatorPath, head: request.method == .head)
+            } else {
+                response = try await RequestTrace.$current.withValue(trace) { try await admittedRoute(request, channel: context.channel) }
+            }
         } catch let error as DistributionError {
             response = Self.errorResponse(error, head: request.method == .head)
         } catch {
@@ -51,9 +77,7 @@ public struct RegistryResponder: HTTPResponder {
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
         }
         response.headers[Self.apiVersion] = "registry/2.0"
-        let elapsed = ContinuousClock.now - started
-        let ms = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
-        logger.info("\(request.method) \(request.uri.path) \(response.status.code)", metadata: ["ms": "\(ms)"])
+        response.logging(record, logger: logger, metrics: mirror.metrics)
         return response
     }
 
@@ -62,11 +86,6 @@ public struct RegistryResponder: HTTPResponder {
         // name is still validated, so `%2e%2e` becomes `..` and is refused.
         guard let path = request.uri.path.removingPercentEncoding else {
             throw DistributionError(.nameInvalid, "malformed percent-encoding in the request path")
-        }
-        switch path {
-        case "/healthz", "/readyz":
-            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
-        default: break
         }
         let router = mirror.router
         guard let route = try RegistryRoute(path: path, isRegistry: { router.isRegistryPrefix($0) }) else {

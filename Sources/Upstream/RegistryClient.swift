@@ -23,10 +23,14 @@ public final class RegistryClient: Sendable {
     public let configuration: RegistryConfiguration
     public let endpoints: [Endpoint]
     let logger: Logger
+    /// Attempt latencies, errors and cool-downs per endpoint.
+    let metrics: UpstreamMetrics
 
     /// One endpoint with its client and health.
     public final class Endpoint: Sendable {
         public let client: UpstreamClient
+        /// `host:port`, the endpoint's metrics label and its name in the access log.
+        public let label: String
         let health = Mutex(Health())
 
         struct Health {
@@ -39,7 +43,10 @@ public final class RegistryClient: Sendable {
             var badObjects: [String: ContinuousClock.Instant] = [:]
         }
 
-        init(client: UpstreamClient) { self.client = client }
+        init(client: UpstreamClient) {
+            self.client = client
+            self.label = client.configuration.endpointLabel
+        }
 
         /// Seconds left in this endpoint's cool-down, or nil when it is usable.
         public func coolingFor(now: ContinuousClock.Instant = .now) -> Double? {
@@ -59,9 +66,12 @@ public final class RegistryClient: Sendable {
         }
     }
 
-    public init(configuration: RegistryConfiguration, logger: Logger) {
+    /// - Parameter metrics: where attempt latencies, errors and cool-downs are recorded (default: the global
+    ///   `MetricsSystem`).
+    public init(configuration: RegistryConfiguration, logger: Logger, metrics: UpstreamMetrics = UpstreamMetrics()) {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         let policy = RealmPolicy(extraHosts: configuration.authHosts)
         endpoints = configuration.endpoints.map {
             Endpoint(client: UpstreamClient(configuration: $0, realmPolicy: policy, registryName: configuration.name, logger: logger))
@@ -116,7 +126,9 @@ public final class RegistryClient: Sendable {
                      headDeadline: Deadline = .none) async throws(UpstreamError) -> (ResponseHead, Endpoint) {
         try await failover(trustedOnly: false, path: "/v2/\(name.value)/blobs/\(digest)", object: digest.description,
                            deadline: headDeadline) { (c, d) throws(UpstreamError) in
-            (try await c.blob(name, digest, from: offset(), into: sink, headDeadline: d), endpoints.first { $0.client === c }!)
+            let endpoint = endpoints.first { $0.client === c }!
+            sink.attempting(endpoint: endpoint.label)
+            return (try await c.blob(name, digest, from: offset(), into: sink, headDeadline: d), endpoint)
         }
     }
 
@@ -145,6 +157,7 @@ public final class RegistryClient: Sendable {
             $0.rateLimited = rateLimited
             $0.lastError = error
         }
+        metrics.cooledDown(endpoint: endpoint.label)
         logger.warning("upstream endpoint failed; cooling it down", metadata: [
             "registry": "\(name)", "endpoint": "\(endpoint.client.configuration.url)", "cooldown_s": "\(wait)", "error": "\(error)",
         ])
@@ -223,11 +236,15 @@ public final class RegistryClient: Sendable {
             order = order.filter { !$0.servedBad(object, now: now) } + order.filter { $0.servedBad(object, now: now) }
         }
         var errors: [UpstreamError] = []
+        let operationName = UpstreamMetrics.operation(of: path)
         for (i, endpoint) in order.enumerated() {
             if deadline.hasPassed(), !errors.isEmpty { break }
             let own = endpoint.client.configuration.requestLimits.totalTimeout
+            let started = ContinuousClock.now
             do {
                 let result = try await operation(endpoint.client, deadline.share(attemptsLeft: order.count - i, own: deadline.instant == nil ? 0 : own))
+                metrics.attempt(endpoint: endpoint.label, operation: operationName, duration: .now - started, failed: false)
+                RequestTrace.record(endpoint: endpoint.label)
                 endpoint.health.withLock { h in
                     h.coolUntil = nil
                     h.rateLimited = false
@@ -235,6 +252,7 @@ public final class RegistryClient: Sendable {
                 }
                 return result
             } catch {
+                metrics.attempt(endpoint: endpoint.label, operation: operationName, duration: .now - started, failed: true)
                 var error = error
                 var scope = FaultScope.classify(error, path: path, cooldown: configuration.cooldown)
                 if scope == .path {

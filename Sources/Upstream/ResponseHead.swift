@@ -46,4 +46,10 @@ public protocol BodySink: AnyObject, Sendable {
     func begin(_ head: ResponseHead) -> Bool
     /// Called with each chunk of body bytes, in order.
     func write(_ bytes: UnsafeRawBufferPointer) -> Bool
+    /// Called before each endpoint is tried, with its `host:port` (for logs and status).
+    func attempting(endpoint: String)
+}
+
+extension BodySink {
+    public func attempting(endpoint: String) {}
 }

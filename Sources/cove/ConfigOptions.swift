@@ -21,6 +21,9 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String?
 
+    @Option(name: .long, help: "Log format: text (default) or json (one JSON object per line).")
+    var logFormat: String?
+
     @Flag(name: .long, help: "Never contact an upstream: serve what is cached, 404 for the rest (overrides offline:).")
     var offline = false
 
@@ -46,6 +49,12 @@ struct ConfigOptions: ParsableArguments {
             }
             configuration.logLevel = logLevel
         }
+        if let logFormat {
+            guard CoveConfiguration.logFormats.contains(logFormat) else {
+                throw ValidationError("--log-format must be one of \(CoveConfiguration.logFormats.joined(separator: ", "))")
+            }
+            configuration.logFormat = logFormat
+        }
         return configuration
     }
 }
@@ -59,7 +68,8 @@ struct CheckConfig: ParsableCommand {
     func run() throws {
         let c = try options.load()
         var lines = [
-            "listen: \(c.listen)", "storage: \(c.storage)", "log_level: \(c.logLevel)",
+            "listen: \(c.listen)", "storage: \(c.storage)", "log_level: \(c.logLevel)", "log_format: \(c.logFormat)",
+            "shutdown_timeout: \(c.shutdownTimeout)s",
             "default_registry: \(c.defaultRegistry)" + (c.ignoresNamespace ? " (single unnamed upstream: serves every ?ns=)" : ""), "allow_any_registry: \(c.allowAnyRegistry)", "offline: \(c.cache.offline)",
             "network: connect_timeout \(c.network.connectTimeout)s, request_timeout \(c.network.requestTimeout)s, "
                 + "low_speed \(c.network.lowSpeedLimit) B/s for \(c.network.lowSpeedTime)s, cooldown \(c.network.cooldown)s",

@@ -5,8 +5,10 @@ import CoveConfig
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import Mirror
 import MirrorServer
+import Prometheus
 import ServiceLifecycle
 import Upstream
 #if canImport(Glibc)
@@ -31,7 +33,13 @@ struct Serve: AsyncParsableCommand {
         #endif
         let config = try options.load()
         let level = Logger.Level(rawValue: config.logLevel) ?? .info
+        let json = config.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -42,18 +50,26 @@ struct Serve: AsyncParsableCommand {
         let certificates = try config.tls.map { files in try ListenerCertificates(files: files) }
         let (access, verifier) = try ClientAccessSetup.load(config, logger: Logger(label: "cove.access"))
         let reload = ReloadOnHangup(actions: Self.reloadActions(config, certificates, verifier), logger: logger)
+        // One Prometheus registry for the process: swift-metrics records into it, `/metrics` renders it.
+        let prometheus = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: prometheus)
+        factory.durationHistogramBuckets[UpstreamMetrics.durationMetric] = UpstreamMetrics.durationBuckets
+        MetricsSystem.bootstrap(factory)
+        let metrics = MirrorMetrics(factory: MetricsSystem.factory)
         var template = UpstreamConfiguration(url: "https://localhost")
         template.requestLimits = config.network.requestLimits
         template.blobLimits = config.network.blobLimits
         let router = UpstreamRouter(registries: config.effectiveRegistries, defaultName: config.defaultRegistry,
-                                    allowAnyRegistry: config.allowAnyRegistry, ignoresNamespace: config.ignoresNamespace, adHocTemplate: template, logger: Logger(label: "cove.upstream"))
+                                    allowAnyRegistry: config.allowAnyRegistry, ignoresNamespace: config.ignoresNamespace, adHocTemplate: template, logger: Logger(label: "cove.upstream"),
+                                    metrics: metrics.upstream)
         let storage = URL(fileURLWithPath: config.storage)
         try Self.checkStorage(storage)
         let openedAt = Date()
-        let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"))
+        let mirror = try Mirror(storage: storage, router: router, configuration: config.cache, logger: Logger(label: "cove.mirror"), metrics: metrics)
         raiseFileLimit(logger: logger)
+        let readiness = Readiness()
         let app = Application(
-            responder: RegistryResponder(mirror: mirror, logger: Logger(label: "cove.http"), access: access),
+            responder: RegistryResponder(mirror: mirror, logger: Logger(label: "cove.http"), access: access, prometheus: prometheus, readiness: readiness),
             // Idle connections (e.g. a client that stops half way through its headers) are closed after 60 s;
             // a response being written is never cut by this.
             server: .http1(configuration: .init(idleTimeout: .seconds(60)), certificates: certificates),
@@ -69,17 +85,22 @@ struct Serve: AsyncParsableCommand {
             },
             logger: Logger(label: "cove.server")
         )
-        // Services stop in reverse order: the server finishes its responses first, then fills still in flight
-        // get a few seconds to verify and commit.
+        // Services stop in reverse order: /readyz turns 503 at once, the server stops accepting and finishes
+        // its responses, then fills still in flight get the rest of `shutdown_timeout` to verify and commit;
+        // past `shutdown_timeout` in all, what is left is cancelled.
         // Start-up reconciliation runs beside serving; the admin socket serves `cove verify/stats/ls`.
         let reconciliation = StartupReconciliation(store: mirror.store, index: mirror.index, startedAt: openedAt, logger: Logger(label: "cove.reconcile"))
         let admin = AdminSocketService(path: AdminChannel.socketPath(storage: storage),
                                        cache: CacheAdmin(mirror: mirror, reconciliation: reconciliation, logger: Logger(label: "cove.admin")),
                                        logger: Logger(label: "cove.admin"))
-        let group = ServiceGroup(configuration: .init(
-            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, logger: logger), app, ReconciliationService(reconciliation: reconciliation), admin, reload],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, within: config.shutdownTimeout, logger: logger), app,
+                       ReconciliationService(reconciliation: reconciliation), admin, reload, ShutdownAnnouncer(readiness: readiness, logger: logger)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(config.shutdownTimeout * 1000))
+        let group = ServiceGroup(configuration: groupConfiguration)
         try await group.run()
+        logger.notice("cove stopped")
     }
 
     /// What SIGHUP re-reads: the TLS pair and the htpasswd file, each keeping its old contents on failure.
@@ -133,14 +154,29 @@ struct CacheMaintenance: Service {
     }
 }
 
-/// On shutdown, waits (up to 10 s) for blob fills in flight so verified downloads are kept.
+/// On shutdown, waits (up to `shutdown_timeout`; the group's own limit cancels it sooner) for blob fills in
+/// flight so verified downloads are kept.
 struct FillDrain: Service {
     let mirror: Mirror
+    let within: Double
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
-        let left = await mirror.drainFills(within: 10)
+        let left = await mirror.drainFills(within: within)
         if left > 0 { logger.warning("shutting down with blob fills in flight; they will be fetched again", metadata: ["fills": "\(left)"]) }
+    }
+}
+
+/// Stops last-listed, so it is told first: on SIGTERM/SIGINT it flips `/readyz` to 503 before the server
+/// stops accepting, and logs that shutdown began.
+struct ShutdownAnnouncer: Service {
+    let readiness: Readiness
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        readiness.beginShutdown()
+        logger.notice("shutting down: no new connections; responses and blob fills in flight get to finish")
     }
 }

@@ -144,6 +144,10 @@ struct ConfigParsingTests {
         ("upstream:\n  username: a\n  password_env: NOPE_NOT_SET\n", "upstream.password_env"),
         ("upstream:\n  username: a\n  password_file: /nonexistent/pw\n", "upstream.password_file"),
         ("log_level: loud\n", "log_level"),
+        ("log_format: xml\n", "log_format"),
+        ("shutdown_timeout: soon\n", "shutdown_timeout"),
+        ("shutdown_timeout: 0s\n", "shutdown_timeout"),
+        ("shutdown_timeout: 2h\n", "shutdown_timeout"),
         ("upstream: [1, 2]\n", "upstream"),
         ("storage: [a]\n", "storage"),
     ])
@@ -155,6 +159,13 @@ struct ConfigParsingTests {
             #expect(error.key == key)
             #expect(error.description.contains(key))
         }
+    }
+
+    @Test func logFormatAndShutdownTimeout() throws {
+        let defaults = try CoveConfiguration.parse(yaml: "storage: /x\n")
+        #expect(defaults.logFormat == "text" && defaults.shutdownTimeout == 25)
+        let c = try CoveConfiguration.parse(yaml: "log_format: json\nshutdown_timeout: 1m\n")
+        #expect(c.logFormat == "json" && c.shutdownTimeout == 60)
     }
 
     @Test func severalRegistries() throws {

@@ -37,11 +37,12 @@ final class CoveServer: @unchecked Sendable {
     /// Starts `cove serve` and waits until `/v2/` answers 200.
     @discardableResult
     /// - Parameter offline: pass `--offline` (never contact an upstream).
-    func start(timeout: Double = 60, offline: Bool = false) async throws -> ProcessHandle {
+    /// - Parameter environment: extra environment variables (e.g. `http_proxy`).
+    func start(timeout: Double = 60, offline: Bool = false, arguments: [String] = [], environment: [String: String] = [:]) async throws -> ProcessHandle {
         starts += 1
         let handle = try ProcessHandle(name: "\(base.lastPathComponent)-\(starts)", executable: try coveBinary(),
-                                       arguments: ["serve", "--config", configPath] + (offline ? ["--offline"] : []),
-                                       logDirectory: fixture.logDirectory, maxLifetime: 300)
+                                       arguments: ["serve", "--config", configPath] + (offline ? ["--offline"] : []) + arguments,
+                                       environment: environment, logDirectory: fixture.logDirectory, maxLifetime: 300)
         process = handle
         try await waitForHTTP("\(url)/v2/", timeout: timeout, expectStatus: 200, process: handle)
         return handle

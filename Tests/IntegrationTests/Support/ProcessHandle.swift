@@ -106,6 +106,11 @@ final class ProcessHandle: @unchecked Sendable {
 
     var pid: Int32 { process.processIdentifier }
     var isRunning: Bool { process.isRunning }
+    /// The exit status once the process ended (through `timeout`, which passes on its child's status), else nil.
+    var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
+    /// Sends `signal` (e.g. SIGTERM) without waiting: `timeout` forwards it to the child.
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
     /// SIGTERM, wait up to `grace` seconds, then SIGKILL. Idempotent.
     func stop(grace: Double = 5) {

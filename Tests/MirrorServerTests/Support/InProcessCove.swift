@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import Mirror
 import MirrorServer
+import Prometheus
 import Synchronization
 import Upstream
 
@@ -14,6 +15,10 @@ final class InProcessCove: Sendable {
     private let responder: ResponderBox
     let server: RunningServer
     let storage: URL
+    /// This Cove's own metrics registry (no global `MetricsSystem` bootstrap in tests), rendered at `/metrics`.
+    let prometheus = PrometheusCollectorRegistry()
+    /// `/readyz`'s shutdown flag.
+    let readiness = Readiness()
 
     /// The mirror; not available after `stop(keepStorage: true)`.
     var mirror: Mirror { mirrorBox.withLock { $0! } }
@@ -45,11 +50,15 @@ final class InProcessCove: Sendable {
             logger = Logger(label: "cove-test")
             logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
         }
+        var factory = PrometheusMetricsFactory(registry: prometheus)
+        factory.durationHistogramBuckets[UpstreamMetrics.durationMetric] = UpstreamMetrics.durationBuckets
+        let metrics = MirrorMetrics(factory: factory)
         let router = UpstreamRouter(registries: registries, defaultName: defaultName ?? registries[0].name, allowAnyRegistry: allowAnyRegistry,
-                                    ignoresNamespace: ignoresNamespace, adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger)
-        let mirror = try Mirror(storage: self.storage, router: router, configuration: configuration, logger: logger)
+                                    ignoresNamespace: ignoresNamespace, adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger,
+                                    metrics: metrics.upstream)
+        let mirror = try Mirror(storage: self.storage, router: router, configuration: configuration, logger: logger, metrics: metrics)
         mirrorBox = Mutex(mirror)
-        responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger, access: access))
+        responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger, access: access, prometheus: prometheus, readiness: readiness))
         server = try await RunningServer(responder, label: "cove")
     }
 
