@@ -140,7 +140,8 @@ struct TLSAndAccessTests {
         let keepAlive = Task {
             try await runCommand("python3", ["-c", Self.keepAliveClient, "127.0.0.1", String(port), pki.path("ca-one.crt"), go], timeout: 60)
         }
-        try await Task.sleep(for: .milliseconds(500))
+        // Wait (bounded) until that client has its first answer: python and the handshake are slow under load.
+        for _ in 0..<300 where !FileManager.default.fileExists(atPath: go + ".connected") { try await Task.sleep(for: .milliseconds(100)) }
 
         // A new certificate from another CA (other subject, other serial), then SIGHUP.
         try await pki.issue(ca: "ca-two", commonName: "cove-two", serial: 2002, certificate: cert, key: key)
@@ -188,6 +189,7 @@ struct TLSAndAccessTests {
             cn = dict(x[0] for x in conn.sock.getpeercert()["subject"])["commonName"]
             print(r.status, cn, flush=True)
         once()
+        open(go + ".connected", "w").close()
         sock = conn.sock
         deadline = time.time() + 30
         while not os.path.exists(go) and time.time() < deadline: time.sleep(0.05)

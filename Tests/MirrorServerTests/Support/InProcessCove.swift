@@ -1,4 +1,5 @@
 import Access
+import BlobStore
 import Foundation
 import Hummingbird
 import Logging
@@ -56,10 +57,26 @@ final class InProcessCove: Sendable {
         let router = UpstreamRouter(registries: registries, defaultName: defaultName ?? registries[0].name, allowAnyRegistry: allowAnyRegistry,
                                     ignoresNamespace: ignoresNamespace, adHocTemplate: adHocTemplate ?? Self.endpoint("https://localhost"), logger: logger,
                                     metrics: metrics.upstream)
-        let mirror = try Mirror(storage: self.storage, router: router, configuration: configuration, logger: logger, metrics: metrics)
+        let mirror = try await Self.openMirror(storage: self.storage, router: router, configuration: configuration, logger: logger, metrics: metrics)
         mirrorBox = Mutex(mirror)
         responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger, access: access, prometheus: prometheus, readiness: readiness))
         server = try await RunningServer(responder, label: "cove")
+    }
+
+    /// Opens the mirror; a storage the previous `InProcessCove` still holds (`stop(keepStorage: true)` lets go of
+    /// it only when the requests in flight, and the access log lines written after their bodies, have ended) is
+    /// retried for up to 10 s, as a restarted server would wait for the old process.
+    private static func openMirror(storage: URL, router: UpstreamRouter, configuration: MirrorConfiguration, logger: Logger,
+                                   metrics: MirrorMetrics) async throws -> Mirror {
+        for attempt in 0... {
+            do {
+                return try Mirror(storage: storage, router: router, configuration: configuration, logger: logger, metrics: metrics)
+            } catch let error as BlobStoreError {
+                guard case .inUse = error, attempt < 100 else { throw error }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        fatalError("unreachable")
     }
 
     /// An endpoint with short test timeouts (seconds).
