@@ -15,6 +15,9 @@ import Synchronization
 public final class CredentialVerifier: Sendable {
     private struct State {
         var htpasswd: Htpasswd
+        /// Compared with when the user is unknown: a hash of a random password at the file's highest cost, so an
+        /// unknown user takes as long as a wrong password (no user-name oracle in the response time).
+        var dummyHash: String
         /// Cache key → when the success expires.
         var successes: [SHA256Digest: ContinuousClock.Instant] = [:]
         /// Insertion order of `successes`, for dropping the oldest.
@@ -27,14 +30,20 @@ public final class CredentialVerifier: Sendable {
     public let capacity: Int
     public let lifetime: Duration
 
-    /// A bcrypt hash of a random password, compared with when the user is unknown.
-    private static let dummyHash = Bcrypt.hash(UUID().uuidString, cost: 10).replacingOccurrences(of: "$2y$", with: "$2b$")
+    /// A bcrypt hash of a random password at the highest cost among `htpasswd`'s hashes (10 for an empty file).
+    public static func dummyHash(matching htpasswd: Htpasswd) -> String {
+        let cost = htpasswd.users.values.compactMap { hash -> Int? in
+            let bytes = Array(hash.utf8)
+            return bytes.count > 6 ? Int(String(decoding: bytes[4..<6], as: UTF8.self)) : nil
+        }.max() ?? 10
+        return Bcrypt.hash(UUID().uuidString, cost: UInt8(clamping: min(max(cost, 4), 31))).replacingOccurrences(of: "$2y$", with: "$2b$")
+    }
 
     /// - Parameters:
     ///   - capacity: successes remembered at most (default 1024).
     ///   - lifetime: how long one is remembered (default 5 minutes).
     public init(htpasswd: Htpasswd, capacity: Int = 1024, lifetime: Duration = .seconds(300)) {
-        state = Mutex(State(htpasswd: htpasswd))
+        state = Mutex(State(htpasswd: htpasswd, dummyHash: Self.dummyHash(matching: htpasswd)))
         self.capacity = max(1, capacity)
         self.lifetime = lifetime
     }
@@ -42,8 +51,10 @@ public final class CredentialVerifier: Sendable {
     /// Replaces the users (htpasswd reloaded on SIGHUP) and forgets every remembered success, so a removed
     /// user or a changed password takes effect at once.
     public func replace(_ htpasswd: Htpasswd) {
+        let dummy = Self.dummyHash(matching: htpasswd)
         state.withLock { s in
             s.htpasswd = htpasswd
+            s.dummyHash = dummy
             s.successes = [:]
             s.order = []
         }
@@ -61,12 +72,12 @@ public final class CredentialVerifier: Sendable {
     /// True when `password` is `username`'s.
     public func verify(username: String, password: String, now: ContinuousClock.Instant = .now) async -> Bool {
         let key = cacheKey(username, password)
-        let (hash, cached) = state.withLock { s -> (String?, Bool) in
-            if let until = s.successes[key], until > now { return (s.htpasswd.users[username], true) }
-            return (s.htpasswd.users[username], false)
+        let (hash, cached, dummy) = state.withLock { s -> (String?, Bool, String) in
+            if let until = s.successes[key], until > now { return (s.htpasswd.users[username], true, s.dummyHash) }
+            return (s.htpasswd.users[username], false, s.dummyHash)
         }
         if cached, hash != nil { return true }
-        let target = hash ?? Self.dummyHash
+        let target = hash ?? dummy
         runs.add(1, ordering: .relaxed)
         let matches = (try? await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: target) }) ?? false
         guard matches, let hash else { return false }

@@ -8,7 +8,8 @@ import NIOCore
 import Upstream
 
 /// One request's access-log entry and its `cove_http_requests_total` count, written once the response body
-/// has been sent (or failed): method, path, status, bytes sent, duration, cache outcome, upstream endpoint.
+/// has been sent (or failed): method, path, status, bytes sent, duration, cache outcome, upstream endpoint, the
+/// client's address and authenticated user.
 ///
 /// One object per request (plus the `RequestTrace` the layers below fill in); the log line is one `info` call
 /// with a fixed set of metadata keys. Paths are logged without the query; no header is ever logged, so
@@ -19,13 +20,18 @@ final class AccessRecord: @unchecked Sendable {
     let path: String
     let started: ContinuousClock.Instant
     let trace: RequestTrace
+    /// The peer of the connection (behind nginx: nginx).
+    let client: SocketAddress?
+    /// The authenticated user (htpasswd), set once admitted; nil for anonymous clients.
+    var user: String?
     var bytesSent: Int64 = 0
 
-    init(request: Request, trace: RequestTrace) {
+    init(request: Request, trace: RequestTrace, client: SocketAddress?) {
         method = request.method
         path = request.uri.path
         started = .now
         self.trace = trace
+        self.client = client
     }
 
     /// Logs the line and counts the request. `aborted`: the body was cut short (client gone, fill failed).
@@ -33,11 +39,13 @@ final class AccessRecord: @unchecked Sendable {
         let elapsed = ContinuousClock.now - started
         let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         let outcome = trace.outcome
-        if outcome == .hit || outcome == .stale { metrics.servedFromCache.increment(by: bytesSent) }
+        // Content only: a 416's or a 503's JSON error body was not served from the cache.
+        if outcome == .hit || outcome == .stale, status == 200 || status == 206 { metrics.servedFromCache.increment(by: bytesSent) }
         metrics.httpRequests(route: Self.route(path), method: Self.methodLabel(method), status: status).increment()
         var metadata: Logger.Metadata = [
             "status": "\(status)", "bytes": "\(bytesSent)", "ms": "\(Self.rounded(ms))",
             "cache": "\(outcome?.rawValue ?? "-")", "upstream": "\(trace.endpoint ?? "-")",
+            "client": "\(client?.ipAddress ?? "-")", "user": "\(user.map { String($0.prefix(64)).debugDescription } ?? "-")",
         ]
         if let aborted { metadata["aborted"] = "\(aborted)" }
         logger.info("\(method) \(path) \(status)", metadata: metadata)

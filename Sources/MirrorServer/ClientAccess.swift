@@ -45,6 +45,12 @@ public final class ClientAccess: Sendable {
     public enum Client: Sendable, Equatable {
         case anonymous
         case user(String)
+
+        /// The user name, nil when anonymous.
+        public var name: String? {
+            if case .user(let name) = self { return name }
+            return nil
+        }
     }
 
     /// What a request may do once admitted.
@@ -75,7 +81,8 @@ public final class ClientAccess: Sendable {
         case .credentials(let user, let password):
             guard await verifier.verify(username: user, password: password) else {
                 // The user name only: never the password or the header.
-                logger.notice("client authentication failed", metadata: ["user": "\(user.prefix(64))"])
+                // Quoted and escaped: the name is the client's, and a line break in it would forge log lines.
+                logger.notice("client authentication failed", metadata: ["user": "\(String(user.prefix(64)).debugDescription)"])
                 throw Self.unauthorized("invalid user name or password")
             }
             return Admission(client: .user(user), cacheOnly: false)

@@ -60,15 +60,15 @@ public struct RegistryResponder: HTTPResponder {
             return await operatorResponse(operatorPath, head: request.method == .head)
         }
         let trace = RequestTrace()
-        let record = AccessRecord(request: request, trace: trace)
+        let record = AccessRecord(request: request, trace: trace, client: context.channel.remoteAddress)
         var response: Response
         do {
             if let operatorPath, request.method == .get || request.method == .head {
                 // The status page and /metrics need a user whenever `auth` is configured.
-                _ = try await access.admit(path: request.uri.path, authorization: request.headers[.authorization])
+                record.user = try await access.admit(path: request.uri.path, authorization: request.headers[.authorization]).client.name
                 response = await operatorResponse(operatorPath, head: request.method == .head)
             } else {
-                response = try await RequestTrace.$current.withValue(trace) { try await admittedRoute(request, channel: context.channel) }
+                response = try await RequestTrace.$current.withValue(trace) { try await admittedRoute(request, channel: context.channel, record: record) }
             }
         } catch let error as DistributionError {
             response = Self.errorResponse(error, head: request.method == .head)

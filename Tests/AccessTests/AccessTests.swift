@@ -30,6 +30,15 @@ struct HtpasswdTests {
         #expect(await !verifier.verify(username: "carol", password: "pw"))
     }
 
+    /// An unknown user is checked against a hash of the file's own cost: `htpasswd -B` writes cost 5, and a
+    /// cost-10 dummy would make unknown names 30 times slower than known ones (a user-name oracle).
+    @Test func unknownUsersCostWhatTheFilesHashesCost() throws {
+        let cost5 = try Htpasswd.parse("alice:\(Bcrypt.hash("pw", cost: 5))\n")
+        #expect(CredentialVerifier.dummyHash(matching: cost5).dropFirst(4).hasPrefix("05$"))
+        let mixed = try Htpasswd.parse("alice:\(Bcrypt.hash("pw", cost: 5))\nbob:\(Bcrypt.hash("pw", cost: 7))\n")
+        #expect(CredentialVerifier.dummyHash(matching: mixed).dropFirst(4).hasPrefix("07$"))
+    }
+
     @Test(arguments: [
         ("alice:$apr1$abcdefgh$0123456789abcdefghijkl", 2),  // MD5 (htpasswd -m)
         ("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", 2),      // SHA-1 (htpasswd -s)

@@ -151,8 +151,13 @@ struct ClientAccessTests {
         #expect(try await curl("\(cove.url)/v2/team/app/manifests/v1", headers: [good]).status == 200)
         #expect(try await curl("\(cove.url)/v2/team/app/manifests/v1", headers: [bad]).status == 401)
         #expect(try await curl("\(cove.url)/v2/", headers: ["Authorization: Basic !!!not-base64"]).status == 401)
+        // A user name with a line break cannot forge a log line: it is logged quoted and escaped.
+        #expect(try await curl("\(cove.url)/v2/", headers: [Self.basic("y\n2026-12-01 notice cove.http GET /v2/ 200", "pw")]).status == 401)
         let records = logs.all
-        #expect(records.contains { $0.text.contains("authentication failed") && $0.metadata["user"] == "alice" }, "the failure is logged by user name")
+        #expect(records.contains { $0.text.contains("authentication failed") && $0.metadata["user"] == "\"alice\"" }, "the failure is logged by user name")
+        #expect(records.contains { $0.metadata["user"] == "\"y\\n2026-12-01 notice cove.http GET /v2/ 200\"" })
+        #expect(!records.contains { $0.text.contains("\n2026-12-01") })
+        #expect(records.contains { $0.message.hasPrefix("GET /v2/team/app/manifests/v1 200") && $0.metadata["user"] == "\"alice\"" }, "the access line names the user")
         for secret in [Self.password, "hunter2-guess", String(good.dropFirst("Authorization: Basic ".count)),
                        String(bad.dropFirst("Authorization: Basic ".count)), "not-base64", "Authorization", "authorization"] {
             #expect(!records.contains { $0.text.contains(secret) }, "\(secret) appeared in a log line")

@@ -86,6 +86,11 @@ struct OperatorEndpointTests {
         #expect(layers.map { $0.metadata["upstream"] } == ["127.0.0.1:\(up.port)", "-"])
         #expect(layers.allSatisfy { $0.metadata["bytes"] == "40000" })
         #expect(access.allSatisfy { Double($0.metadata["ms"] ?? "") != nil })
+        // Who asked: the connection's peer; no user without `auth`.
+        #expect(access.allSatisfy { $0.metadata["client"] == "127.0.0.1" && $0.metadata["user"] == "-" }, "\(access.map(\.text))")
+        // A 404 for a name the upstream does not have is not a pull: the status page's top list stays real.
+        #expect(try await curl("\(cove.url)/v2/team/no-such-app/manifests/v1").status == 404)
+        #expect(cove.mirror.metrics.topRepositories().map(\.repository) == ["upstream.test/team/app"])
         // HEAD: logged with 0 bytes and its outcome.
         #expect(try await curl("\(cove.url)\(layerPath)", method: "HEAD").status == 200)
         #expect(await eventually(5) {
