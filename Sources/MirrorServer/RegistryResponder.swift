@@ -84,7 +84,8 @@ public struct RegistryResponder: HTTPResponder {
     func route(_ request: Request, channel: any Channel) async throws -> Response {
         // Decode percent escapes first, as distribution's router does (`sha256%3A…` is a digest); the decoded
         // name is still validated, so `%2e%2e` becomes `..` and is refused.
-        guard let path = request.uri.path.removingPercentEncoding else {
+        let raw = request.uri.path
+        guard let path = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding : raw else {
             throw DistributionError(.nameInvalid, "malformed percent-encoding in the request path")
         }
         let router = mirror.router
