@@ -77,7 +77,12 @@ public struct RegistryResponder: HTTPResponder {
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
         }
         response.headers[Self.apiVersion] = "registry/2.0"
-        response.logging(record, logger: logger, metrics: mirror.metrics)
+        // Only a blob GET streams its body (`blob(...)`); every other answer is built as one buffer or none.
+        if record.route == "blob", request.method == .get {
+            response.logging(record, logger: logger, metrics: mirror.metrics)
+        } else {
+            response.logged(record, logger: logger, metrics: mirror.metrics)
+        }
         return response
     }
 

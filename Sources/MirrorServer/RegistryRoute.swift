@@ -77,16 +77,22 @@ public enum RegistryRoute: Equatable, Sendable {
     /// The last occurrence of the ASCII `marker` in `text`, compared byte by byte (what Foundation's
     /// `range(of:options: .backwards)` finds for ASCII, without its per-call cost on every request).
     static func lastRange(of marker: StaticString, in text: Substring) -> Range<Substring.Index>? {
-        let m = UnsafeBufferPointer(start: marker.utf8Start, count: marker.utf8CodeUnitCount)
-        let bytes = text.utf8
-        guard m.count > 0, bytes.count >= m.count else { return nil }
-        var start = bytes.index(bytes.endIndex, offsetBy: -m.count)
-        while true {
-            var i = start, j = 0
-            while j < m.count, bytes[i] == m[j] { bytes.formIndex(after: &i); j += 1 }
-            if j == m.count { return start..<i }
-            if start == bytes.startIndex { return nil }
-            bytes.formIndex(before: &start)
+        let m = UnsafeRawBufferPointer(start: marker.utf8Start, count: marker.utf8CodeUnitCount)
+        var copy = text
+        // Native strings are contiguous UTF-8 (`withUTF8` makes any other one so first); UTF-8 offsets are the
+        // same in the copy and in `text`.
+        let offset: Int? = copy.withUTF8 { bytes in
+            guard m.count > 0, bytes.count >= m.count else { return nil }
+            var start = bytes.count - m.count
+            search: while start >= 0 {
+                defer { start -= 1 }
+                for j in 0..<m.count where bytes[start + j] != m[j] { continue search }
+                return start
+            }
+            return nil
         }
+        guard let offset else { return nil }
+        let lower = text.utf8.index(text.utf8.startIndex, offsetBy: offset)
+        return lower..<text.utf8.index(lower, offsetBy: m.count)
     }
 }
