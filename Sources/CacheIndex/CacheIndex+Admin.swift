@@ -65,9 +65,11 @@ extension CacheIndex {
     /// - Throws: a GRDB `DatabaseError`.
     @discardableResult
     public func forgetBlob(_ digest: String, if stillMissing: () -> Bool) throws -> Bool {
-        try pool.write { db in
+        let removed = try pool.write { db in
             guard try BlobRecord.exists(db, key: digest), stillMissing() else { return false }
             return try BlobRecord.deleteOne(db, key: digest)
         }
+        if removed { memory.forget([digest]) }
+        return removed
     }
 }

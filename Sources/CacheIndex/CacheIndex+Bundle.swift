@@ -39,5 +39,6 @@ extension CacheIndex {
             }
             for p in records.pins { try p.upsert(db) }
         }
+        if !records.tags.isEmpty { memory.forgetTags() }
     }
 }

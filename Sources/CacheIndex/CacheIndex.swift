@@ -10,10 +10,15 @@ import GRDB
 /// `forgetBlob` and treat it as a miss.
 public final class CacheIndex: Sendable {
     let pool: DatabasePool
+    /// Verified manifests and tag rows in memory (`ManifestMemory`), kept true by this index's writes.
+    public let memory: ManifestMemory
 
     /// Opens or creates the index at `path` and runs pending migrations.
+    /// - Parameter memoryCapacity: bytes of manifests and tag rows held in memory (0: none, every read
+    ///   goes to SQLite). Only `Mirror.manifest` fills it; a serving process sets it, maintenance commands need not.
     /// - Throws: GRDB's `DatabaseError` when the file cannot be opened or migrated.
-    public init(path: String) throws {
+    public init(path: String, memoryCapacity: Int = 0) throws {
+        memory = ManifestMemory(capacity: memoryCapacity)
         var config = Configuration()
         config.busyMode = .timeout(5)
         config.prepareDatabase { db in
@@ -55,12 +60,17 @@ public final class CacheIndex: Sendable {
         }
     }
 
-    /// The tag row for `registry`/`repository`:`tag`, if any.
+    /// The tag row for `registry`/`repository`:`tag`, if any: from memory when held, else from SQLite (and
+    /// then remembered).
     public func tag(registry: String, repository: String, tag: String) throws -> TagRecord? {
-        try pool.read { db in
+        if let held = memory.tag(.init(registry: registry, repository: repository, tag: tag)) { return held }
+        let epoch = memory.epoch
+        let record = try pool.read { db in
             try TagRecord.fetchOne(db, sql: "SELECT * FROM tag WHERE registry = ? AND repository = ? AND tag = ?",
                                    arguments: [registry, repository, tag])
         }
+        if let record { memory.remember(record, since: epoch) }
+        return record
     }
 
     /// Inserts or replaces a tag mapping.
@@ -76,6 +86,7 @@ public final class CacheIndex: Sendable {
             try db.execute(sql: "UPDATE pin SET digest = ? WHERE registry = ? AND repository = ? AND reference = ? AND digest IS NULL",
                            arguments: [record.digest, record.registry, record.repository, record.tag])
         }
+        memory.store(record)
     }
 
     /// The tags of `registry`/`repository` whose manifest is cached (what an offline mirror can serve).
@@ -95,6 +106,7 @@ public final class CacheIndex: Sendable {
                 sql: "UPDATE tag SET checkedAt = ? WHERE registry = ? AND repository = ? AND tag = ?",
                 arguments: [now, registry, repository, tag])
         }
+        memory.markChecked(.init(registry: registry, repository: repository, tag: tag), at: now)
     }
 
     /// The cached referrers list for a request, if any.
@@ -123,6 +135,7 @@ public final class CacheIndex: Sendable {
 
     /// Removes the rows for `digest` (its file is gone or corrupt).
     public func forgetBlob(_ digest: String) throws {
+        defer { memory.forget([digest]) }
         try pool.write { db in try db.execute(sql: "DELETE FROM blob WHERE digest = ?", arguments: [digest]) }
     }
 }

@@ -59,7 +59,7 @@ extension CacheIndex {
     /// - Throws: GRDB's `DatabaseError` (nothing is deleted then).
     public func evict(_ digests: [String], createdBefore: Date) throws -> [(digest: String, size: Int64)] {
         guard !digests.isEmpty else { return [] }
-        return try pool.write { db in
+        let removed = try pool.write { db in
             let pinned = try Self.pinnedDigests(db)
             var removed: [(digest: String, size: Int64)] = []
             for digest in digests where !pinned.contains(digest) {
@@ -73,6 +73,8 @@ extension CacheIndex {
             }
             return removed
         }
+        memory.forget(removed.map(\.digest))
+        return removed
     }
 
     /// Writes a batch of access times (`digest` → time; a row only moves forward) and counter increments in

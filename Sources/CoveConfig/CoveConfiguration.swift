@@ -195,7 +195,8 @@ public struct CoveConfiguration: Sendable {
             config.defaultRegistry = name
         }
         if let c = try root.section("cache") {
-            try c.allow(["tag_ttl", "max_blob_size", "max_concurrent_fills", "fill_retries", "max_size", "min_free", "eviction_grace"])
+            try c.allow(["tag_ttl", "max_blob_size", "max_concurrent_fills", "fill_retries", "max_size", "min_free", "eviction_grace",
+                         "manifest_memory"])
             if let v = try c.duration("eviction_grace") { config.cache.evictionGrace = v }
             if let v = try c.string("max_size") {
                 if v.lowercased() == "none" { config.cache.maxSize = nil } else {
@@ -211,6 +212,10 @@ public struct CoveConfiguration: Sendable {
             }
             if let v = try c.duration("tag_ttl") { config.cache.tagTTL = v }
             if let v = try c.size("max_blob_size") { config.cache.maxBlobSize = v == 0 ? nil : v }
+            if let v = try c.size("manifest_memory") {
+                guard v <= 1 << 40 else { throw ConfigError("cache.manifest_memory", "\(v) bytes is more than 1 TiB") }
+                config.cache.manifestMemory = Int(v)
+            }
             if let v = try c.int("max_concurrent_fills") {
                 guard v >= 1 else { throw ConfigError("cache.max_concurrent_fills", "must be at least 1") }
                 config.cache.maxConcurrentFills = v

@@ -69,7 +69,7 @@ public final class Mirror: Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.store = try BlobStore(root: storage, removingTemporaryFiles: removingTemporaryFiles)
-        self.index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path)
+        self.index = try CacheIndex(path: storage.appendingPathComponent("index.sqlite").path, memoryCapacity: configuration.manifestMemory)
         self.router = router
         self.logger = logger
         self.recorder = AccessRecorder(now: configuration.now)
@@ -288,11 +288,19 @@ public final class Mirror: Sendable {
         return .accepted(AcceptedManifest(digest: digest, summary: summary, mediaType: mediaType))
     }
 
-    /// A manifest from the cache, or nil. Manifests are small, so their bytes are re-verified on every read:
-    /// a file that vanished, shrank or was altered is removed and forgotten (and re-fetched when online).
+    /// A manifest from the cache, or nil: from memory when held there (verified when it entered, not
+    /// re-hashed), else from disk. Bytes read from disk are re-verified on every read: a file that vanished,
+    /// shrank or was altered is removed and forgotten (and re-fetched when online); verified ones enter memory.
     /// - Throws: `UNAVAILABLE` (503) when the file is there but cannot be read now (e.g. out of descriptors):
     ///   the content is kept.
     private func cachedManifest(_ digest: Digest) throws(DistributionError) -> ServedManifest? {
+        let memory = index.memory
+        if let held = memory.manifest(digest) {
+            recorder.hit(held.digestText)
+            return ServedManifest(digest: digest, mediaType: held.mediaType, body: held.body, stale: false)
+        }
+        // Read before the row: a removal after this point keeps what is read below out of memory.
+        let epoch = memory.epoch
         let lease = use.acquire(digest.description)
         defer { withExtendedLifetime(lease) {} }
         guard let (record, _) = try indexRead({ try index.manifest(digest.description) }) else { return nil }
@@ -311,6 +319,7 @@ public final class Mirror: Sendable {
                 return nil
             }
             recorder.hit(digest.description)
+            memory.remember(.init(digest: digest, mediaType: record.mediaType, body: body), since: epoch)
             return ServedManifest(digest: digest, mediaType: record.mediaType, body: body, stale: false)
         }
     }

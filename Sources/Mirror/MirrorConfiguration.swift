@@ -25,12 +25,15 @@ public struct MirrorConfiguration: Sendable {
     public var evictionGrace: Double
     /// Seconds between writes of batched access times (and free-space checks).
     public var maintenanceInterval: Double
+    /// Bytes of verified manifests and tag rows held in memory in front of the index (`ManifestMemory`);
+    /// 0: every manifest request reads SQLite and the file (and re-hashes it).
+    public var manifestMemory: Int
     /// The clock for access times, commit times and the grace age (tests inject one instead of sleeping).
     public var now: @Sendable () -> Date
 
     public init(tagTTL: Double = 300, maxBlobSize: Int64? = nil, maxConcurrentFills: Int = 16, fillRetries: Int = 3, offline: Bool = false,
                 maxSize: Int64? = nil, minFree: FreeSpace = .fraction(0.05), lowWatermark: Double = 0.9, evictionGrace: Double = 120,
-                maintenanceInterval: Double = 30, now: @escaping @Sendable () -> Date = { Date() }) {
+                maintenanceInterval: Double = 30, manifestMemory: Int = 64 << 20, now: @escaping @Sendable () -> Date = { Date() }) {
         self.offline = offline
         self.tagTTL = tagTTL
         self.maxBlobSize = maxBlobSize
@@ -41,6 +44,7 @@ public struct MirrorConfiguration: Sendable {
         self.lowWatermark = lowWatermark
         self.evictionGrace = evictionGrace
         self.maintenanceInterval = maintenanceInterval
+        self.manifestMemory = manifestMemory
         self.now = now
     }
 }

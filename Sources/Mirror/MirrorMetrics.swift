@@ -109,7 +109,12 @@ public final class MirrorMetrics: Sendable {
         if let counter = requestCounters.withLock({ $0[key] }) { return counter }
         let counter = Counter(label: "cove_http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))],
                               factory: factory)
-        return requestCounters.withLock { $0[key, default: counter] }
+        // (`d[key, default:]` would only read: the counter must be stored, or every request makes a new one.)
+        return requestCounters.withLock { d in
+            if let existing = d[key] { return existing }
+            d[key] = counter
+            return counter
+        }
     }
 
     func gauge(_ label: String, _ dimensions: [(String, String)] = []) -> Gauge {

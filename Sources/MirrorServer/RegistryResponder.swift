@@ -77,14 +77,20 @@ public struct RegistryResponder: HTTPResponder {
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
         }
         response.headers[Self.apiVersion] = "registry/2.0"
-        response.logging(record, logger: logger, metrics: mirror.metrics)
+        // Only a blob GET streams its body (`blob(...)`); every other answer is built as one buffer or none.
+        if record.route == "blob", request.method == .get {
+            response.logging(record, logger: logger, metrics: mirror.metrics)
+        } else {
+            response.logged(record, logger: logger, metrics: mirror.metrics)
+        }
         return response
     }
 
     func route(_ request: Request, channel: any Channel) async throws -> Response {
         // Decode percent escapes first, as distribution's router does (`sha256%3A…` is a digest); the decoded
         // name is still validated, so `%2e%2e` becomes `..` and is refused.
-        guard let path = request.uri.path.removingPercentEncoding else {
+        let raw = request.uri.path
+        guard let path = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding : raw else {
             throw DistributionError(.nameInvalid, "malformed percent-encoding in the request path")
         }
         let router = mirror.router

@@ -53,22 +53,46 @@ public enum RegistryRoute: Equatable, Sendable {
             self = .tags(try target(rest.dropLast(10)))
             return
         }
-        if let r = rest.range(of: "/blobs/uploads", options: .backwards),
+        if let r = Self.lastRange(of: "/blobs/uploads", in: rest),
            r.upperBound == rest.endIndex || rest[r.upperBound] == "/" {
             self = .upload
             return
         }
-        if let r = rest.range(of: "/referrers/", options: .backwards) {
+        if let r = Self.lastRange(of: "/referrers/", in: rest) {
             self = .referrers(try target(rest[..<r.lowerBound]), try Digest(String(rest[r.upperBound...])))
             return
         }
-        for (marker, isManifest) in [("/manifests/", true), ("/blobs/", false)] {
-            guard let r = rest.range(of: marker, options: .backwards) else { continue }
+        for (marker, isManifest) in Self.contentMarkers {
+            guard let r = Self.lastRange(of: marker, in: rest) else { continue }
             let t = try target(rest[..<r.lowerBound])
             let tail = String(rest[r.upperBound...])
             self = isManifest ? .manifest(t, try Reference(tail)) : .blob(t, try Digest(tail))
             return
         }
         return nil
+    }
+
+    private static let contentMarkers: [(StaticString, Bool)] = [("/manifests/", true), ("/blobs/", false)]
+
+    /// The last occurrence of the ASCII `marker` in `text`, compared byte by byte (what Foundation's
+    /// `range(of:options: .backwards)` finds for ASCII, without its per-call cost on every request).
+    static func lastRange(of marker: StaticString, in text: Substring) -> Range<Substring.Index>? {
+        let m = UnsafeRawBufferPointer(start: marker.utf8Start, count: marker.utf8CodeUnitCount)
+        var copy = text
+        // Native strings are contiguous UTF-8 (`withUTF8` makes any other one so first); UTF-8 offsets are the
+        // same in the copy and in `text`.
+        let offset: Int? = copy.withUTF8 { bytes in
+            guard m.count > 0, bytes.count >= m.count else { return nil }
+            var start = bytes.count - m.count
+            search: while start >= 0 {
+                defer { start -= 1 }
+                for j in 0..<m.count where bytes[start + j] != m[j] { continue search }
+                return start
+            }
+            return nil
+        }
+        guard let offset else { return nil }
+        let lower = text.utf8.index(text.utf8.startIndex, offsetBy: offset)
+        return lower..<text.utf8.index(lower, offsetBy: m.count)
     }
 }

@@ -9,7 +9,7 @@ public enum Reference: Hashable, Sendable, CustomStringConvertible {
     /// Parses `string` as a digest when it contains `:`, otherwise as a tag.
     /// - Throws: `DIGEST_INVALID` or `TAG_INVALID`.
     public init(_ string: String) throws(DistributionError) {
-        if string.contains(":") { self = .digest(try Digest(string)) } else { self = .tag(try Tag(string)) }
+        if string.utf8.contains(UInt8(ascii: ":")) { self = .digest(try Digest(string)) } else { self = .tag(try Tag(string)) }
     }
 
     public var description: String {

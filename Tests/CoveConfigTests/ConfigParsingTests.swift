@@ -85,6 +85,13 @@ struct ConfigParsingTests {
         #expect(c.cache.fillRetries == 5)
     }
 
+    /// Issue 11: the manifest memory defaults to 64 MiB, takes a size, and 0 turns it off.
+    @Test func manifestMemory() throws {
+        #expect(try CoveConfiguration.parse(yaml: "").cache.manifestMemory == 64 << 20)
+        #expect(try CoveConfiguration.parse(yaml: "cache:\n  manifest_memory: 8MiB\n").cache.manifestMemory == 8 << 20)
+        #expect(try CoveConfiguration.parse(yaml: "cache:\n  manifest_memory: 0\n").cache.manifestMemory == 0)
+    }
+
     @Test func passwordFromEnvironment() throws {
         let c = try CoveConfiguration.parse(yaml: "upstream:\n  username: bob\n  password_env: COVE_PW\n", environment: ["COVE_PW": "pw"])
         #expect(c.registries[0].endpoints[0].credentials?.password == "pw")
@@ -136,6 +143,8 @@ struct ConfigParsingTests {
         ("cache:\n  tag_tll: 5m\n", "cache.tag_tll"),
         ("cache:\n  tag_ttl: soon\n", "cache.tag_ttl"),
         ("cache:\n  max_blob_size: 12XB\n", "cache.max_blob_size"),
+        ("cache:\n  manifest_memory: lots\n", "cache.manifest_memory"),
+        ("cache:\n  manifest_memory: 2TiB\n", "cache.manifest_memory"),
         ("cache:\n  max_concurrent_fills: 0\n", "cache.max_concurrent_fills"),
         ("listen: 5000\n", "listen"),
         ("listen: \"host:99999\"\n", "listen"),
