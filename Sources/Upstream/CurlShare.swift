@@ -3,8 +3,14 @@ import CCurl
 import Glibc
 #endif
 
-/// Process-wide libcurl state: global init, and a share handle so every transfer reuses the same connection
-/// pool, DNS cache and TLS sessions (libcurl `CURLSH` with `CURL_LOCK_DATA_CONNECT`, `_DNS`, `_SSL_SESSION`).
+/// Process-wide libcurl state: global init, and a share handle so every transfer reuses the same DNS cache and
+/// TLS sessions (libcurl `CURLSH` with `CURL_LOCK_DATA_DNS` and `_SSL_SESSION`).
+///
+/// Connections are deliberately not shared (`CURL_LOCK_DATA_CONNECT`): libcurl's shared connection cache is not
+/// thread-safe (curl known bug 11.11, curl/curl#4915), and Cove runs each transfer on its own thread. Sharing it
+/// closed sockets twice under concurrent transfers: the second close hit a descriptor another part of the
+/// process had been given meanwhile (seen as NIO trapping on EBADF in `epoll_ctl`, and a file write failing with
+/// EBADF). Each transfer opens its own connection; TLS session resumption keeps repeated handshakes cheap.
 final class CurlShare: @unchecked Sendable {
     static let shared = CurlShare()
 
@@ -26,7 +32,6 @@ final class CurlShare: @unchecked Sendable {
             let locks = user!.assumingMemoryBound(to: pthread_mutex_t.self)
             pthread_mutex_unlock(locks + Int(data.rawValue) % 16)
         })
-        cove_curl_share_data(share, CURL_LOCK_DATA_CONNECT)
         cove_curl_share_data(share, CURL_LOCK_DATA_DNS)
         cove_curl_share_data(share, CURL_LOCK_DATA_SSL_SESSION)
     }

@@ -70,6 +70,7 @@ struct BundleTests {
         let plan = try BundleExport.plan(try f.images(images), platforms: platforms, index: f.cove.mirror.index, root: f.cove.storage)
         let path = tempPath("bundle.tar")
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw TestFailure("cannot create \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         let totals = try BundleExport.write(plan, root: f.cove.storage, to: fd)
         return (path, totals, plan)
