@@ -21,27 +21,11 @@ Several `--cove` binaries (e.g. before=/tmp/cove-before after=.build/release/cov
 import argparse, hashlib, json, os, platform, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, wait_http  # noqa: E402
+from benchlib import Proc, free_port, peak_rss_mib, wait_http  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCEPT = ("application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,"
           "application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json")
-
-
-class Proc:
-    def __init__(self, args, log):
-        self.log = open(log, "w")
-        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
 
 
 def http(method, url, data=None, headers=None):
@@ -85,14 +69,6 @@ def wrk(url, duration, connections=64, threads=2):
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk against {url} saw errors:\n{out}")
     return rps, p99
-
-
-def peak_rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def loadavg():

@@ -13,7 +13,7 @@ Usage: bench/run.py [--size-mib 512] [--parallel 32] [--cove .build/release/cove
 """
 import argparse, hashlib, json, os, platform, shutil, signal, socket, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, wait_http  # noqa: E402
+from benchlib import Proc, free_port, peak_rss_mib, reset_peak, wait_http  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,34 +48,6 @@ def verify(url, digest):
         for chunk in iter(lambda: p.stdout.read(1 << 20), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest() == digest
-
-
-class Proc:
-    def __init__(self, args, log):
-        self.log = open(log, "w")
-        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-        self.log.close()
-
-
-def peak_rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_peak(pid):
-    with open(f"/proc/{pid}/clear_refs", "w") as f:
-        f.write("5")
 
 
 def main():
