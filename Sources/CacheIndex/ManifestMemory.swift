@@ -82,10 +82,7 @@ public final class ManifestMemory: Sendable {
         guard capacity > 0 else { return nil }
         return state.withLock { s in
             s.clock &+= 1
-            let now = s.clock
-            guard let i = s.manifests.index(forKey: digest) else { return nil }
-            s.manifests.values[i].lastUsed = now
-            return s.manifests.values[i].value
+            return Self.use(&s.manifests, digest, at: s.clock)
         }
     }
 
@@ -110,11 +107,15 @@ public final class ManifestMemory: Sendable {
         guard capacity > 0 else { return nil }
         return state.withLock { s in
             s.clock &+= 1
-            let now = s.clock
-            guard let i = s.tags.index(forKey: key) else { return nil }
-            s.tags.values[i].lastUsed = now
-            return s.tags.values[i].value
+            return Self.use(&s.tags, key, at: s.clock)
         }
+    }
+
+    /// The value held under `key`, marked used at `now`.
+    private static func use<Key: Hashable, Value>(_ entries: inout [Key: Entry<Value>], _ key: Key, at now: UInt64) -> Value? {
+        guard let i = entries.index(forKey: key) else { return nil }
+        entries.values[i].lastUsed = now
+        return entries.values[i].value
     }
 
     /// Holds a tag row read from the index, unless a removal or tag write happened since `epoch`.

@@ -114,14 +114,15 @@ public final class Mirror: Sendable {
     ///   `DENIED`, `TOOMANYREQUESTS` or `UNAVAILABLE` (503) for upstream failures, `UNAVAILABLE` (502) when
     ///   every endpoint's bytes failed to match their digest.
     public func manifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference) async throws(DistributionError) -> ServedManifest {
-        let served = try await lookUpManifest(registry, name, reference)
+        let upstreamName = registry.upstreamName(for: name)
+        let served = try await lookUpManifest(registry, name, upstreamName, reference)
         // Answered pulls only: 404s for names that do not exist must not crowd the status page's top list.
-        metrics.pulled("\(registry.name)/\(registry.upstreamName(for: name))")
+        metrics.pulled("\(registry.name)/\(upstreamName)")
         return served
     }
 
-    private func lookUpManifest(_ registry: RegistryClient, _ name: RepositoryName, _ reference: Reference) async throws(DistributionError) -> ServedManifest {
-        let upstreamName = registry.upstreamName(for: name)
+    private func lookUpManifest(_ registry: RegistryClient, _ name: RepositoryName, _ upstreamName: RepositoryName,
+                                _ reference: Reference) async throws(DistributionError) -> ServedManifest {
         switch reference {
         case .digest(let digest):
             if let cached = try cachedManifest(digest) { recorder.countHit(); metrics.manifest(.hit); return cached }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import OCI
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -57,22 +58,9 @@ public struct JSONLogHandler: LogHandler {
         return s
     }
 
-    /// Appends `text` as a JSON string literal (RFC 8259 §7 escapes).
+    /// Appends `text` as a JSON string literal (the same escaping as the registry error envelope).
     static func appendQuoted(_ text: String, to s: inout String) {
-        s += "\""
-        for c in text.unicodeScalars {
-            switch c {
-            case "\"": s += "\\\""
-            case "\\": s += "\\\\"
-            case "\n": s += "\\n"
-            case "\r": s += "\\r"
-            case "\t": s += "\\t"
-            case _ where c.value < 0x20:
-                s += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16)
-            default: s.unicodeScalars.append(c)
-            }
-        }
-        s += "\""
+        s += DistributionError.jsonString(text)
     }
 
     /// `yyyy-MM-ddTHH:mm:ss.SSSZ` in UTC.
