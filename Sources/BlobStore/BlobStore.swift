@@ -134,12 +134,16 @@ final class StorageLock: Sendable {
     private let released = Mutex(false)
 
     init(path: String) throws(BlobStoreError) {
-        fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // `self.fd` is set only once the lock is held: a class whose stored properties are all initialised runs
+        // `deinit` when its init throws, and that would close the descriptor a second time (by then perhaps a
+        // number another thread was given: seen as NIO trapping in epoll registration).
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             throw .inUse("storage \((path as NSString).deletingLastPathComponent) is in use by another Cove process")
         }
+        self.fd = fd
     }
 
     /// Gives the storage up (idempotent); used on shutdown so another process may take it at once.

@@ -67,7 +67,7 @@ struct ClientShapesTests {
         let hosts = fixture.dir.appendingPathComponent("certs.d/docker.io")
         try FileManager.default.createDirectory(at: hosts, withIntermediateDirectories: true)
         try """
-        server = "http://127.0.0.1:\(try freePort())"
+        server = "http://127.0.0.1:\(try refusedPort())"
         [host."\(cove.url)"]
           capabilities = ["pull", "resolve"]
           skip_verify = true

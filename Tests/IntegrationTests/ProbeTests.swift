@@ -14,7 +14,7 @@ struct ProbeTests {
         let f = try await Fixture(mode: .token)
         defer { f.shutdown() }
         try await f.push("single")
-        let dead = try freePort()
+        let dead = try refusedPort()
         let config = try writeConfig(f, """
         registries:
           local.test:

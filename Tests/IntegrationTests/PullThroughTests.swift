@@ -374,7 +374,7 @@ struct PullThroughTests {
         defer { f.shutdown() }
         try await f.push("index")
         let img = f.image("index")
-        let dead = try freePort()
+        let dead = try refusedPort()
         // docker.io (the default) points at a closed port: only the routed registry may be asked.
         let cove = try await f.startCove(registriesYAML: """
         registries:

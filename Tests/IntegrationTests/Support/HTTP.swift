@@ -10,9 +10,21 @@ import Glibc
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back, close).
 func freePort() throws -> Int {
+    let (fd, port) = try boundPort()
+    close(fd)
+    return port
+}
+
+/// A TCP port on 127.0.0.1 where connections are refused for the rest of the test run: it stays bound (never
+/// listening) by a socket this process keeps, so no server started later can be given it (a port closed again
+/// could be, and would then answer for the "dead" endpoint).
+func refusedPort() throws -> Int {
+    try boundPort().port // the descriptor is deliberately never closed
+}
+
+private func boundPort() throws -> (fd: Int32, port: Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw IntegrationError("socket() failed: errno \(errno)") }
-    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = 0
@@ -20,13 +32,13 @@ func freePort() throws -> Int {
     let bound = withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard bound == 0 else { throw IntegrationError("bind() failed: errno \(errno)") }
+    guard bound == 0 else { close(fd); throw IntegrationError("bind() failed: errno \(errno)") }
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let named = withUnsafeMutablePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
     }
-    guard named == 0 else { throw IntegrationError("getsockname() failed: errno \(errno)") }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    guard named == 0 else { close(fd); throw IntegrationError("getsockname() failed: errno \(errno)") }
+    return (fd, Int(UInt16(bigEndian: addr.sin_port)))
 }
 
 struct HTTPResponse: Sendable {

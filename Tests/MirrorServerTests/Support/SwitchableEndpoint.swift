@@ -244,11 +244,17 @@ final class SwitchableEndpoint: Sendable {
         close(fd)
     }
 
-    /// A port that nothing listens on (bound, then closed): connections to it are refused.
+    /// A port that nothing listens on: connections to it are refused. The port stays bound (without listening)
+    /// by a socket kept for the life of the test process, so no server started later can be given it; a port
+    /// bound and closed again was sometimes handed to another test's listener, which then answered instead.
     static func closedPort() throws -> Int {
-        let e = try SwitchableEndpoint(.refuse)
-        let p = e.port
-        e.stop()
-        return p
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket() failed: \(errno)") }
+        var addr = Self.loopback(port: 0)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0 else { close(fd); throw TestFailure("bind failed: \(errno)") }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port)) // `fd` is deliberately never closed.
     }
 }
