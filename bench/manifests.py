@@ -18,66 +18,10 @@ the runs with min and max, Cove's figure against each peer as a ratio, and Cove'
 Usage: bench/manifests.py [--runs 3] [--duration 10] [--cove [LABEL=]PATH ...] [--out bench/RESULTS.md]
 Several `--cove` binaries (e.g. before=/tmp/cove-before after=.build/release/cove) are measured in the same run.
 """
-import argparse, hashlib, json, os, platform, re, shutil, signal, statistics, subprocess, sys, tempfile, time
-import urllib.request
+import argparse, os, platform, shutil, statistics, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Proc, free_port, peak_rss_mib, wait_http  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ACCEPT = ("application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,"
-          "application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json")
-
-
-def http(method, url, data=None, headers=None):
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return r.status, dict(r.headers), r.read()
-
-
-def push_blob(upstream, repo, data):
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    _, headers, _ = http("POST", f"{upstream}/v2/{repo}/blobs/uploads/")
-    location = headers["Location"]
-    if location.startswith("/"):
-        location = upstream + location
-    sep = "&" if "?" in location else "?"
-    http("PUT", f"{location}{sep}digest={digest}", data, {"Content-Type": "application/octet-stream"})
-    return digest
-
-
-def push_image(upstream, repo, tag):
-    """A small OCI image: config, one 1 KiB layer, the manifest under `tag`. Returns (digest, manifest bytes)."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    layer = os.urandom(1024)
-    cd, ld = push_blob(upstream, repo, config), push_blob(upstream, repo, layer)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": len(layer)}],
-    }, indent=3).encode()
-    http("PUT", f"{upstream}/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-    return "sha256:" + hashlib.sha256(manifest).hexdigest(), manifest
-
-
-def wrk(url, duration, connections=64, threads=2):
-    """Runs wrk; returns (requests/s, p99 ms). Exits when any answer was not 2xx/3xx or a socket error occurred."""
-    out = subprocess.run(["wrk", "-c", str(connections), "-t", str(threads), "-d", f"{duration}s", "--latency",
-                          "-H", f"Accept: {ACCEPT}", url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk against {url} saw errors:\n{out}")
-    return rps, p99
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def summary(values):
-    return statistics.median(values), min(values), max(values)
+from benchlib import (ACCEPT, ROOT, Proc, RegistryClient, free_port, http, loadavg, peak_rss_mib,  # noqa: E402
+                      push_image, start_distribution, start_nginx, summary, wait_http, wrk)
 
 
 def main():
@@ -101,54 +45,20 @@ def main():
         upstream = f"http://127.0.0.1:{reg_port}"
         wait_http(upstream + "/v2/")
         repo, tag = "bench/small", "v1"
-        digest, manifest = push_image(upstream, repo, tag)
+        digest, manifest, _, _ = push_image(RegistryClient(upstream), repo, tag)
 
         # distribution 2.8 as a pull-through cache of the same upstream
-        dist_port = free_port()
-        dist_root = os.path.join(work, "dist"); os.makedirs(dist_root)
-        with open(os.path.join(dist_root, "config.yml"), "w") as f:
-            f.write(f"""version: 0.1
-log:
-  level: info
-  formatter: text
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: {dist_root}/storage
-  maintenance:
-    uploadpurging:
-      enabled: false
-  redirect:
-    disable: true
-http:
-  addr: 127.0.0.1:{dist_port}
-  secret: cove-bench-secret
-proxy:
-  remoteurl: {upstream}
-""")
-        procs.append(Proc(["docker-registry", "serve", os.path.join(dist_root, "config.yml")], os.path.join(work, "dist.log")))
-        wait_http(f"http://127.0.0.1:{dist_port}/v2/")
+        dist, dist_url = start_distribution(os.path.join(work, "dist"), upstream, os.path.join(work, "dist.log"))
+        procs.append(dist)
 
         # nginx: the manifest bytes as a static file, under the digest path and the tag path
-        ngx_port = free_port()
         ngx_root = os.path.join(work, "nginx")
         os.makedirs(os.path.join(ngx_root, "v2", repo, "manifests"))
         for name in (digest, tag):
             with open(os.path.join(ngx_root, "v2", repo, "manifests", name), "wb") as f:
                 f.write(manifest)
-        conf = os.path.join(work, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""worker_processes auto; pid {work}/nginx.pid; error_log {work}/nginx.err;
-events {{ worker_connections 1024; }}
-http {{ access_log off; sendfile on; tcp_nopush on; default_type application/vnd.oci.image.manifest.v1+json;
-  client_body_temp_path {work}/ngx_body; proxy_temp_path {work}/ngx_proxy; fastcgi_temp_path {work}/ngx_fcgi;
-  uwsgi_temp_path {work}/ngx_uwsgi; scgi_temp_path {work}/ngx_scgi;
-  server {{ listen 127.0.0.1:{ngx_port}; root {ngx_root}; }} }}
-""")
-        procs.append(Proc(["nginx", "-c", conf, "-g", "daemon off;" + (" user root;" if os.geteuid() == 0 else "")],
-                          os.path.join(work, "nginx.log")))
-        wait_http(f"http://127.0.0.1:{ngx_port}/")
+        ngx, ngx_url = start_nginx(work, ngx_root, default_type="application/vnd.oci.image.manifest.v1+json")
+        procs.append(ngx)
 
         servers = {}  # label -> base URL
         cove_procs = {}
@@ -160,8 +70,8 @@ http {{ access_log off; sendfile on; tcp_nopush on; default_type application/vnd
             cove_procs[label] = p
             servers[label] = f"http://127.0.0.1:{port}"
             wait_http(servers[label] + "/v2/")
-        servers["distribution"] = f"http://127.0.0.1:{dist_port}"
-        servers["nginx"] = f"http://127.0.0.1:{ngx_port}"
+        servers["distribution"] = dist_url
+        servers["nginx"] = ngx_url
 
         paths = {"digest": f"/v2/{repo}/manifests/{digest}", "tag": f"/v2/{repo}/manifests/{tag}"}
         for base in servers.values():  # warm every cache; check every server answers the same bytes
