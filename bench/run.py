@@ -180,7 +180,10 @@ class Servers:
 
 def settle():
     """Lets the previous phase's page-cache write-back finish so it does not land in the next measurement."""
-    subprocess.run(["sync"], timeout=300)
+    try:
+        subprocess.run(["sync"], timeout=120)
+    except subprocess.TimeoutExpired:
+        print("warning: sync took over 120 s", file=sys.stderr)
     time.sleep(1)
 
 
@@ -352,6 +355,13 @@ def main():
         if args.out:
             with open(args.out, "a") as f:
                 f.write(text + "\n")
+    except BaseException:
+        for s in live:  # what the servers in use said last, to tell a crash from a slow machine
+            print(f"--- last lines of {s['kind']}'s log ({s['proc'].log.name}):", file=sys.stderr)
+            s["proc"].log.flush()
+            with open(s["proc"].log.name, errors="replace") as f:
+                print("".join(f.readlines()[-15:]), file=sys.stderr)
+        raise
     finally:
         for p in list(CHILDREN):
             p.kill()
@@ -405,11 +415,11 @@ def report(args, only, res, rss, notes, loads, up):
 
     med = statistics.median
     row("upstream bytes, one cold pull (× layer size)", "bytes", "distribution", lambda v: f"{v:.2f}×",
-        "1× (Cove)", lambda c, p: verdict(max(c) <= 1.01), "–")
+        "1× (Cove)", lambda c, p: verdict(max(c) <= 1.01))
     row(f"cold {par}-parallel GETs, aggregate GB/s", "cold-parallel", "distribution", gb,
         "≥ 2× distribution", lambda c, p: verdict(med(c) >= 2 * med(p)))
     row(f"cold {par}-parallel GETs, upstream layer fetches", "cold-fetches", "distribution", lambda v: f"{v:g}",
-        "1 (Cove)", lambda c, p: verdict(max(c) == 1), "–")
+        "1 (Cove)", lambda c, p: verdict(max(c) == 1))
     row("cold single GET, GB/s", "cold-single", "distribution", gb,
         "≥ 1.2× distribution", lambda c, p: verdict(med(c) >= 1.2 * med(p)))
     row(f"warm {par}-parallel GETs, aggregate GB/s", "warm", "nginx", gb,
