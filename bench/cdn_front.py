@@ -8,7 +8,7 @@ distribution's own `redirect` middleware needs S3, so this stands in front of a 
                (so token auth still decides), then answered `307 Location: http://127.0.0.1:CDN/blobs/sha256/HEX?...`
                like Docker Hub's redirect to its CDN. A failed check relays the registry's own answer to the GET.
   CDN port     `GET`/`HEAD /blobs/sha256/HEX` serve the registry's stored bytes (--storage, distribution's
-               filesystem layout) with single-range `Range` support (206, 416), through sendfile(2).
+               filesystem layout) with single-range `Range` support (206, 416; other Range values are ignored), through sendfile(2).
                `GET /_active` answers the number of transfers in progress (bench/run.py waits for 0).
 
 Logging: one line per finished response on stdout, flushed, after the last byte went out (or the client left):
@@ -179,11 +179,9 @@ class CDN(BaseHTTPRequestHandler):
         with f:
             size = os.fstat(f.fileno()).st_size
             start, end, status = 0, size - 1, 200
-            rng = self.headers.get("Range")
-            if rng:
-                r = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", rng)
-                if not r or (r.group(1) == "" and r.group(2) == ""):
-                    return self.plain(416, "bad range\n", {"Content-Range": f"bytes */{size}"})
+            # one range is served; a Range this cannot parse (several ranges, other units) is ignored (RFC 9110 14.2)
+            r = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", self.headers.get("Range") or "")
+            if r and (r.group(1) or r.group(2)):
                 if r.group(1) == "":
                     start = max(0, size - int(r.group(2)))
                 else:
