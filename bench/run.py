@@ -12,7 +12,8 @@ Everything runs on 127.0.0.1 (run by hand; results go to bench/RESULTS.md):
   - distribution 2.8 (Debian's `docker-registry`) with `proxy: remoteurl:` and its own storage, in front of the
     same upstream (no credentials needed: anonymous tokens);
   - nginx (sendfile on) serving the same blob file (a hard link of the registry's copy) and the manifest bytes.
-Clients are curl processes writing to /dev/null, and `wrk` for manifests (bench/manifests.py's measure).
+Clients are curl processes writing to /dev/null, and `wrk` for manifests (benchlib.wrk_run, shared with
+bench/manifests.py).
 
 Each run measures every row for every server, alternating which server goes first, so both share the machine's
 noise; "cold" rows start each server on a fresh cache. Rows (--only picks some, comma-separated):
