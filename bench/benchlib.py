@@ -64,6 +64,35 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
+class RssSampler:
+    """Polls /proc/PID/status every `interval` seconds on a thread while running; `stop()` returns the largest
+    RssAnon and RssFile seen, in MiB (VmHWM gives the peak but not whether it was heap or mapped file pages)."""
+
+    def __init__(self, pid, interval=0.05):
+        import threading
+        self.pid, self.interval, self.peak = pid, interval, {"RssAnon": 0.0, "RssFile": 0.0}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.is_set():
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    for line in f:
+                        key = line.split(":", 1)[0]
+                        if key in self.peak:
+                            self.peak[key] = max(self.peak[key], int(line.split()[1]) / 1024)
+            except OSError:
+                return
+            self.done.wait(self.interval)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(5)
+        return self.peak["RssAnon"], self.peak["RssFile"]
+
+
 def reset_peak(pid):
     """Resets VmHWM to the current RSS, so the next phase measures its own peak."""
     with open(f"/proc/{pid}/clear_refs", "w") as f:

@@ -34,7 +34,7 @@ KEEP=1 keeps the work directory (logs) and prints its path.
 import argparse, hashlib, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (ACCEPT, FIXTURES, ROOT, Proc, RegistryClient, free_port, loadavg, peak_rss_mib,  # noqa: E402
-                      push_image, reset_peak, require_tools, start_distribution, start_nginx, summary, wait_up,
+                      RssSampler, push_image, reset_peak, require_tools, start_distribution, start_nginx, summary, wait_up,
                       wrk_run)
 
 ROWS = ("bytes", "cold-single", "cold-parallel", "warm", "manifests")
@@ -247,9 +247,16 @@ def main():
         def add(row, server, value):
             res.setdefault((row, server), []).append(value)
 
+        def watch(s):
+            """Resets Cove's VmHWM and samples its RssAnon/RssFile until rss_of (a phase's start)."""
+            if s["kind"] == "cove":
+                reset_peak(s["proc"].p.pid)
+                s["sampler"] = RssSampler(s["proc"].p.pid)
+
         def rss_of(s, phase):
             if s["kind"] == "cove":
-                rss.setdefault(phase, []).append(peak_rss_mib(s["proc"].p.pid))
+                anon, file = s.pop("sampler").stop()
+                rss.setdefault(phase, []).append((peak_rss_mib(s["proc"].p.pid), anon, file))
 
         def gbps(n_bytes, seconds):
             return n_bytes / 1e9 / seconds
@@ -262,6 +269,7 @@ def main():
                     settle()
                     s = servers.start(kind)
                     live.append(s)
+                    watch(s)
                     mark = up.mark()
                     curl(s["url"] + paths["tag"], ACCEPT)
                     curl(s["url"] + f"/v2/{REPO}/blobs/" + _config_digest(up.manifest))
@@ -281,6 +289,7 @@ def main():
                     settle()
                     s = servers.start(kind)
                     live.append(s)
+                    watch(s)
                     mark = up.mark()
                     t, sizes = parallel_gets(s["url"] + blob_path, args.parallel)
                     if any(n != size for n in sizes):
@@ -311,7 +320,7 @@ def main():
                             raise SystemExit(f"{k} answered other bytes than {up.layer}")
                 for k in (order[0], "nginx", order[1]):
                     if k == "cove":
-                        reset_peak(warm[k]["proc"].p.pid)
+                        watch(warm[k])
                     mark = up.mark()
                     t, sizes = parallel_gets(targets[k], args.parallel)
                     if any(n != size for n in sizes):
@@ -332,7 +341,7 @@ def main():
                                            capture_output=True, timeout=90)
                         if r.returncode != 0 or r.stdout != up.manifest:
                             raise SystemExit(f"{k}{path} did not answer the manifest (curl {r.returncode})")
-                reset_peak(warm["cove"]["proc"].p.pid)
+                watch(warm["cove"])
                 for kind, path in paths.items():
                     for k in (order[0], "nginx", order[1]):
                         # a 10 s wrk timeout: a slow peer's p99 is measured, not cut off at wrk's default 2 s
@@ -442,8 +451,12 @@ def report(args, only, res, rss, notes, loads, up):
                 f"(p99 {med(cp99):.1f} ms) | {peer} | {cell(prps, lambda v: f'{v:,.0f}')} (p99 {med(pp99):.1f} ms) | "
                 f"{ratio(crps, prps)} | {target} | {verdict(ok)} |")
     if rss:
-        lines += ["", f"Cove's peak RSS (VmHWM) per phase, MiB, over the runs (limit {RSS_LIMIT_MIB} MiB): " + "; ".join(
-            f"{phase} {cell(v, lambda x: f'{x:.0f}')}{'' if max(v) <= RSS_LIMIT_MIB else ' **over**'}" for phase, v in rss.items())]
+        lines += ["", f"Cove's peak RSS (VmHWM, reset before each phase) per phase, MiB, median (min–max) over the runs, "
+                  f"limit {RSS_LIMIT_MIB} MiB; in brackets the largest RssAnon / RssFile sampled every 50 ms in that phase:"]
+        for phase, v in rss.items():
+            hwm = [x[0] for x in v]
+            lines.append(f"- {phase}: {cell(hwm, lambda x: f'{x:.0f}')}{'' if max(hwm) <= RSS_LIMIT_MIB else ' **over**'} "
+                         f"[anon ≤ {max(x[1] for x in v):.0f}, file ≤ {max(x[2] for x in v):.0f}]")
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     lines.append("")
