@@ -23,7 +23,7 @@ noise; "cold" rows start each server on a fresh cache. Rows (--only picks some, 
   warm           --parallel concurrent warm GETs: aggregate GB/s (Cove vs nginx; distribution for information)
   manifests      manifest hit by digest and by tag (within Cove's tag TTL), 64 connections, req/s and p99
 Cove's peak RSS (VmHWM, reset through /proc/PID/clear_refs before each phase) is reported per phase against
-256 MiB. The table gives medians of the runs with min and max, and the ratio of the medians (with the min and
+256 MiB, with the largest RssAnon and RssFile sampled every 50 ms (heap or mapped file pages). The table gives medians of the runs with min and max, and the ratio of the medians (with the min and
 max of the per-run ratios). The load average is printed at the start, after each run and at the end.
 
 Usage: bench/run.py [--size-mib 600] [--runs 3] [--parallel 32] [--duration 10] [--cove PATH]
