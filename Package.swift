@@ -80,7 +80,9 @@ let package = Package(
             dependencies: [
                 "OCI", "Mirror", "Access", "BlobStore", "Upstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -117,6 +119,7 @@ let package = Package(
             dependencies: [
                 "MirrorServer", "Mirror", "BlobStore", "CacheIndex", "OCI", "Upstream", "CacheAdmin", "OCIBundle", "Access",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -20,6 +20,9 @@ public final class MirrorMetrics: Sendable {
     let manifestHit, manifestMiss, manifestStale, blobHit, blobMiss, blobJoin: Counter
     /// `cove_cache_served_bytes_total`: body bytes sent to clients from committed cache files.
     public let servedFromCache: Counter
+    /// `cove_cache_sendfile_bytes_total`: the part of those bytes sent with `sendfile(2)`, without a userspace copy
+    /// (plaintext listeners; over TLS every byte is read and encrypted).
+    public let servedWithSendfile: Counter
     /// `cove_upstream_received_bytes_total{kind}`: bytes received from upstreams for manifests and blob fills.
     let upstreamManifestBytes, upstreamBlobBytes: Counter
     /// `cove_fills_total{outcome}`: blob fills that ended verified, failed their digest or size, or were
@@ -48,6 +51,7 @@ public final class MirrorMetrics: Sendable {
         blobMiss = counter(requests, [("kind", "blob"), ("outcome", "miss")])
         blobJoin = counter(requests, [("kind", "blob"), ("outcome", "fill-join")])
         servedFromCache = counter("cove_cache_served_bytes_total")
+        servedWithSendfile = counter("cove_cache_sendfile_bytes_total")
         upstreamManifestBytes = counter("cove_upstream_received_bytes_total", [("kind", "manifest")])
         upstreamBlobBytes = counter("cove_upstream_received_bytes_total", [("kind", "blob")])
         fillVerified = counter("cove_fills_total", [("outcome", "verified")])

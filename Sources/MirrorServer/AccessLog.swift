@@ -104,6 +104,17 @@ struct CountingBodyWriter: ResponseBodyWriter {
     }
 }
 
+/// A body writer that also learns of bytes sent around it: `BlobSendfile` writes file regions below
+/// Hummingbird's body writer, so the access record's byte count would otherwise miss them.
+protocol BodyBytesCounting {
+    /// Adds `bytes` sent for this body by other means than `write`.
+    func countSent(_ bytes: Int64)
+}
+
+extension CountingBodyWriter: BodyBytesCounting {
+    func countSent(_ bytes: Int64) { record.bytesSent += bytes }
+}
+
 extension Response {
     /// Logs the access line for a response whose body is one buffer or none (everything but a blob GET): now,
     /// with the body's size, rather than after the write. Keeping the body a plain buffer lets Hummingbird write

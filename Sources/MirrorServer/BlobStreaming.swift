@@ -18,6 +18,23 @@ enum BlobStreaming {
     /// Bytes a reader of a fill in flight waits for before it sends again, unless the blob ends sooner.
     static let wakeSize = 128 << 10
 
+    /// Writes a committed blob's range with `sendfile(2)` (`BlobSendfile`) when the connection takes file regions
+    /// (plaintext, `SendfileHTTP1Channel`); otherwise, and for fills in flight, with `pread` (`write`). Bytes sent
+    /// by `sendfile` are counted into the access record through `writer` (`BodyBytesCounting`), as if written to it,
+    /// and into `cove_cache_sendfile_bytes_total`.
+    static func writeCommitted(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, channel: any Channel,
+                               metrics: MirrorMetrics) async throws {
+        if case .file(let file) = body {
+            let counter = writer as? any BodyBytesCounting
+            let sent: (Int64) -> Void = { n in
+                counter?.countSent(n)
+                metrics.servedWithSendfile.increment(by: n)
+            }
+            if try await BlobSendfile.write(file, range: range, to: channel, sent: sent) == .sent { return }
+        }
+        try await write(body, range: range, to: &writer)
+    }
+
     /// - Parameter gone: fires when the client went away: a wait for fill bytes then ends (`CancellationError`).
     static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, gone: ReaderGone? = nil) async throws {
         var offset = range.start

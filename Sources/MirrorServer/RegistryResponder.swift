@@ -212,6 +212,7 @@ public struct RegistryResponder: HTTPResponder {
         headers[.contentLength] = String(range.count)
         let body = blob.body
         let logger = logger
+        let metrics = mirror.metrics
         let span = range
         // Held until the body is written (or the client goes away): eviction leaves the blob alone meanwhile.
         let lease = blob.lease
@@ -225,7 +226,8 @@ public struct RegistryResponder: HTTPResponder {
                         try await BlobStreaming.write(body, range: span, to: &writer, gone: gone)
                     }
                 } else {
-                    try await BlobStreaming.write(body, range: span, to: &writer)
+                    // A committed file: sendfile(2) where the connection allows it, else pread.
+                    try await BlobStreaming.writeCommitted(body, range: span, to: &writer, channel: channel, metrics: metrics)
                 }
             } catch {
                 logger.warning("blob response aborted", metadata: ["digest": "\(digest)", "error": "\(error)"])

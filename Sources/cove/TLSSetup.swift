@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import MirrorServer
 import NIOCore
 import NIOSSL
 import Synchronization
@@ -104,9 +105,10 @@ struct ReloadableTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 (as `.http1(configuration:)`), over TLS with the certificates current at each accept when
-    /// `certificates` is set.
+    /// `certificates` is set. Without TLS, cached blobs go out with sendfile (`SendfileHTTP1Channel`); over TLS
+    /// they are read and encrypted (NIOSSL takes no file regions), so the TLS channel wraps the plain one.
     static func http1(configuration: HTTP1Channel.Configuration, certificates: ListenerCertificates?) -> HTTPServerBuilder {
-        guard let certificates else { return .http1(configuration: configuration) }
+        guard let certificates else { return .http1Sendfile(configuration: configuration) }
         return HTTPServerBuilder { responder in
             ReloadableTLSChannel(base: HTTP1Channel(responder: responder, configuration: configuration), certificates: certificates)
         }

@@ -2,6 +2,7 @@ import Access
 import BlobStore
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import Mirror
 import MirrorServer
@@ -27,9 +28,10 @@ final class InProcessCove: Sendable {
     var url: String { "http://127.0.0.1:\(server.port)" }
 
     /// A Cove with one registry whose single endpoint is `upstream`.
-    convenience init(upstream: String, credentials: Credentials? = nil, configuration: MirrorConfiguration = MirrorConfiguration()) async throws {
+    convenience init(upstream: String, credentials: Credentials? = nil, configuration: MirrorConfiguration = MirrorConfiguration(),
+                     sendfile: Bool = true) async throws {
         try await self.init(registries: [RegistryConfiguration(name: "upstream.test", endpoints: [Self.endpoint(upstream, credentials: credentials)])],
-                            configuration: configuration)
+                            configuration: configuration, sendfile: sendfile)
     }
 
     /// A Cove with several registries; the first is the default unless `defaultName` says otherwise.
@@ -39,9 +41,11 @@ final class InProcessCove: Sendable {
     ///   - logs: when given, every log record (debug and up) of Cove's own logger goes there too.
     ///   - ignoresNamespace: a single unnamed upstream that serves every `?ns=`.
     ///   - access: client authentication and repository policies (default: none, as without `auth:`).
+    ///   - sendfile: serve cached blobs with sendfile, as `cove serve` does without TLS (false: the `pread` path
+    ///     TLS listeners use).
     init(registries: [RegistryConfiguration], allowAnyRegistry: Bool = false, ignoresNamespace: Bool = false, defaultName: String? = nil,
          configuration: MirrorConfiguration = MirrorConfiguration(), storage: URL? = nil,
-         adHocTemplate: UpstreamConfiguration? = nil, logs: LogCapture? = nil, access: ClientAccess = .open) async throws {
+         adHocTemplate: UpstreamConfiguration? = nil, logs: LogCapture? = nil, access: ClientAccess = .open, sendfile: Bool = true) async throws {
         self.storage = storage ?? FileManager.default.temporaryDirectory.appendingPathComponent("cove-test-\(UUID().uuidString)")
         var logger: Logger
         if let logs {
@@ -60,7 +64,7 @@ final class InProcessCove: Sendable {
         let mirror = try await Self.openMirror(storage: self.storage, router: router, configuration: configuration, logger: logger, metrics: metrics)
         mirrorBox = Mutex(mirror)
         responder = ResponderBox(RegistryResponder(mirror: mirror, logger: logger, access: access, prometheus: prometheus, readiness: readiness))
-        server = try await RunningServer(responder, label: "cove")
+        server = try await RunningServer(responder, label: "cove", server: sendfile ? .http1Sendfile() : .http1())
     }
 
     /// Opens the mirror; a storage the previous `InProcessCove` still holds (`stop(keepStorage: true)` lets go of

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import Synchronization
@@ -15,13 +16,16 @@ final class RunningServer: Sendable {
     /// The listening socket, closed before the server task is cancelled (see `stop()`).
     private let listener = ListenerBox()
 
-    init<R: HTTPResponder>(_ responder: R, label: String, host: String = "127.0.0.1") async throws where R.Context: InitializableFromSource<ApplicationRequestContextSource> {
+    /// - Parameter server: the child channel (default Hummingbird's plain HTTP/1.1; Cove's uses `.http1Sendfile()`).
+    init<R: HTTPResponder>(_ responder: R, label: String, host: String = "127.0.0.1", server: HTTPServerBuilder = .http1()) async throws
+    where R.Context: InitializableFromSource<ApplicationRequestContextSource> {
         _ = Self.raisedFileLimit
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: label)
         logger.logLevel = ProcessInfo.processInfo.environment["COVE_TEST_LOG"] == nil ? .critical : .debug
         let app = Application(
             responder: responder,
+            server: server,
             configuration: .init(address: .hostname(host, port: 0), serverName: nil),
             onServerRunning: { [listener] channel in
                 listener.channel.withLock { $0 = channel }
