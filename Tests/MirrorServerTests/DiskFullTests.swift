@@ -47,9 +47,10 @@ struct DiskFullTests {
             defer { up.stop() }
             let pinnedBytes = FaultUpstream.randomBytes(1 << 20), oldBytes = FaultUpstream.randomBytes(1 << 20)
             let pinned = up.addBlob(pinnedBytes), old = up.addBlob(oldBytes)
-            // 3 MiB, slowly (about 2.3 s), so the disk can fill up under it.
+            // 3 MiB, slowly (about 2.3 s), so the disk can fill up under it. Without a length (chunked): a blob
+            // of announced size reserves its blocks when the response head arrives, and would not run out.
             let bigBytes = FaultUpstream.randomBytes(3 << 20)
-            let big = up.addBlob(bigBytes, fault: .slow(chunk: 128 << 10, milliseconds: 100))
+            let big = up.addBlob(bigBytes, fault: .chunked(chunk: 128 << 10, milliseconds: 100))
             let clock = TestClock()
             let logs = LogCapture()
             let storage = mountPoint.appendingPathComponent("cove-data")
