@@ -283,15 +283,20 @@ public final class BlobFillWriter: @unchecked Sendable {
 
     /// Records the size the upstream announced (Content-Length of a full 200 response); nil when unknown.
     /// - Throws: `BlobStoreError.tooLarge` when it exceeds `sizeLimit`.
-    ///
-    /// A known size also preallocates the temp file's blocks (`fallocate` with `FALLOC_FL_KEEP_SIZE`, best effort:
-    /// a file system without it just allocates as the bytes land) and, when large, starts the pipeline.
+    /// A large known size starts the pipeline's threads at once.
     public func expect(size: Int64?) throws(BlobStoreError) {
         if let size, let sizeLimit, size > sizeLimit { throw .tooLarge(limit: sizeLimit) }
         expectedSize = size
-        if let size, size > written { fill.preallocate(size) }
         if let size, size > Self.pipelineThreshold { startPipeline() }
         fill.announce(size: size)
+    }
+
+    /// Reserves the temp file's blocks for the announced size (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so the
+    /// fill cannot run out of space midway and the file system allocates it in one piece. Best effort: without
+    /// an announced size, or where the file system cannot, the bytes are allocated as they land. Call after the
+    /// cache budget admitted the size (it measures free space, which this takes).
+    public func preallocate() {
+        if let expectedSize, expectedSize > written { fill.preallocate(expectedSize) }
     }
 
     /// Starts over from byte 0 (the upstream ignored a resume Range and sent the whole blob again).

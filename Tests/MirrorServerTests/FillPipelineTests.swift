@@ -83,6 +83,7 @@ struct FillPipelineTests {
         let fill = try BlobFill(store: storage.store, digest: digest)
         let writer = fill.makeWriter()
         try writer.expect(size: Int64(bytes.count))
+        writer.preallocate()
         // The blocks are reserved up front, the length is what was written (none yet).
         let before = try #require(storage.fileInfo(fill.temporaryPath))
         #expect(before.size == 0)
@@ -102,6 +103,7 @@ struct FillPipelineTests {
         let fill = try BlobFill(store: storage.store, digest: Self.digest(bytes))
         let writer = fill.makeWriter()
         try writer.expect(size: Int64(bytes.count))
+        writer.preallocate()
         try bytes.withUnsafeBytes { raw in try writer.append(UnsafeRawBufferPointer(rebasing: raw[0..<(3 << 20)])) }
         let reader = Task { try await fill.waitForBytes(atLeast: Int64(bytes.count)) }
         writer.fail(DistributionError(.unavailable, "upstream went away"))
