@@ -8,7 +8,7 @@ import Glibc
 /// One blob being written into the store while any number of readers stream it as it grows.
 ///
 /// The single writer (`writer`, driven from the transfer thread) appends bytes to a temp file and hashes them
-/// as they land. Readers wait for bytes with `waitForBytes(atLeast:)` and `pread` them from the same file.
+/// as they land (for large blobs on two threads of their own, `FillPipeline`). Readers wait for bytes with `waitForBytes(atLeast:)` and `pread` them from the same file.
 /// The last byte is withheld from readers until `BlobFillWriter.commit()` has verified digest and size, so no
 /// reader can ever send a complete body of a blob that fails verification (docs/ARCHITECTURE.md, "a fill belongs to the
 /// cache"). On failure the temp file is unlinked and every waiting reader gets the error.
@@ -146,11 +146,16 @@ public final class BlobFill: Sendable {
     public var parkedReaders: Int { state.withLock { $0.waiters.count } }
 
     /// Reads up to `buffer.count` bytes at `offset` from the file being filled. Only call for bytes that
-    /// `waitForBytes` reported visible.
+    /// `waitForBytes` reported visible. Bytes the fill wrote moments ago come from its pipeline's ring when it
+    /// still holds them (a memory copy instead of a `pread` of the page cache).
     /// - Returns: bytes read, -1 on error.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
-        pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        if let pipeline = pipeline.withLock({ $0 }), let n = pipeline.copyRecent(into: buffer, at: offset) { return n }
+        return pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
     }
+
+    /// The writer's pipeline while its threads run (readers copy recent bytes from it); set by the writer.
+    let pipeline = Mutex<FillPipeline?>(nil)
 
     // MARK: writer-side state changes
 
@@ -164,6 +169,21 @@ public final class BlobFill: Sendable {
         }
         for w in waiters { w.resume(returning: size) }
     }
+
+    /// Reserves the file's blocks for `size` bytes without changing its length (readers and the commit's size
+    /// check see only what was written). Best effort: unsupported (EOPNOTSUPP) or refused, the bytes are
+    /// allocated as they are written, which is what happened without it.
+    func preallocate(_ size: Int64) {
+        _ = Self.fallocate?(fd, Self.keepSize, 0, off_t(size))
+    }
+
+    /// glibc's `fallocate(2)` wrapper, looked up at run time: the Swift Glibc module does not declare it
+    /// (it sits behind `_GNU_SOURCE`). `posix_fallocate` is no substitute: where the file system lacks support,
+    /// glibc emulates it by writing zeros, which would double the writes.
+    private typealias Fallocate = @convention(c) (Int32, Int32, off_t, off_t) -> Int32
+    private static let fallocate: Fallocate? = dlsym(nil, "fallocate").map { unsafeBitCast($0, to: Fallocate.self) }
+    /// `FALLOC_FL_KEEP_SIZE` (linux/falloc.h): allocate blocks, leave the file's length alone.
+    private static let keepSize: Int32 = 0x01
 
     func advance(to written: Int64) {
         let ready = state.withLock { s -> [Waiter] in
@@ -209,10 +229,15 @@ public final class BlobFill: Sendable {
 /// The producing side of a `BlobFill`: appends and hashes bytes, then verifies and commits.
 ///
 /// Not thread-safe by design: exactly one producer (the upstream transfer thread) drives it, one call at a
-/// time; it is `@unchecked Sendable` only so that producer can be handed to that thread.
+/// time; it is `@unchecked Sendable` only so that producer can be handed to that thread. Blobs larger than
+/// `pipelineThreshold` are written and hashed by a `FillPipeline` (two threads, a 4 MiB ring) while the
+/// producer receives the next bytes; smaller ones inline.
 public final class BlobFillWriter: @unchecked Sendable {
+    /// Blobs announced (or grown) larger than this many bytes go through the pipeline's threads.
+    static let pipelineThreshold: Int64 = 1 << 20
+
     let fill: BlobFill
-    private var hasher: DigestHasher
+    private let pipeline: FillPipeline
     private var written: Int64 = 0
     private var expectedSize: Int64?
     /// The largest blob accepted, in bytes (nil: no limit).
@@ -233,7 +258,24 @@ public final class BlobFillWriter: @unchecked Sendable {
 
     init(fill: BlobFill) {
         self.fill = fill
-        hasher = DigestHasher(fill.digest.algorithm)
+        pipeline = FillPipeline(fd: fill.fd, path: fill.tmpPath, algorithm: fill.digest.algorithm) { fill.advance(to: $0) }
+    }
+
+    deinit {
+        // Normally `commit` or `fail` stopped it; a writer dropped mid-fill must not leave threads behind.
+        stopPipeline(abort: true)
+    }
+
+    /// Hands the bytes from here on to the pipeline's threads (once), and lets readers copy from its ring.
+    private func startPipeline() {
+        guard !pipeline.started else { return }
+        pipeline.start(at: written)
+        if pipeline.started { fill.pipeline.withLock { $0 = pipeline } }
+    }
+
+    private func stopPipeline(abort: Bool) {
+        fill.pipeline.withLock { $0 = nil }
+        pipeline.stop(abort: abort)
     }
 
     /// Bytes appended so far.
@@ -241,15 +283,25 @@ public final class BlobFillWriter: @unchecked Sendable {
 
     /// Records the size the upstream announced (Content-Length of a full 200 response); nil when unknown.
     /// - Throws: `BlobStoreError.tooLarge` when it exceeds `sizeLimit`.
+    /// A large known size starts the pipeline's threads at once.
     public func expect(size: Int64?) throws(BlobStoreError) {
         if let size, let sizeLimit, size > sizeLimit { throw .tooLarge(limit: sizeLimit) }
         expectedSize = size
+        if let size, size > Self.pipelineThreshold { startPipeline() }
         fill.announce(size: size)
+    }
+
+    /// Reserves the temp file's blocks for the announced size (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so the
+    /// fill cannot run out of space midway and the file system allocates it in one piece. Best effort: without
+    /// an announced size, or where the file system cannot, the bytes are allocated as they land. Call after the
+    /// cache budget admitted the size (it measures free space, which this takes).
+    public func preallocate() {
+        if let expectedSize, expectedSize > written { fill.preallocate(expectedSize) }
     }
 
     /// Starts over from byte 0 (the upstream ignored a resume Range and sent the whole blob again).
     public func restart() {
-        hasher = DigestHasher(hasher.algorithm)
+        pipeline.restart()
         written = 0
         ftruncate(fill.fd, 0)
         // Readers keep their offsets: the same content-addressed bytes are rewritten, and the final
@@ -263,20 +315,10 @@ public final class BlobFillWriter: @unchecked Sendable {
         let newTotal = written + Int64(bytes.count)
         if let expectedSize, newTotal > expectedSize { throw .sizeMismatch(expected: expectedSize, actual: newTotal) }
         if let sizeLimit, newTotal > sizeLimit { throw .tooLarge(limit: sizeLimit) }
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fill.fd, bytes.baseAddress! + done, bytes.count - done, off_t(written) + off_t(done))
-            if n < 0 {
-                let e = errno
-                if e == EINTR { continue }
-                if e == ENOSPC || e == EDQUOT { throw .noSpace("write to \(fill.tmpPath) failed: \(String(cString: strerror(e)))") }
-                throw .io("write to \(fill.tmpPath) failed: \(String(cString: strerror(e)))")
-            }
-            done += n
-        }
-        hasher.update(bytes)
+        guard !bytes.isEmpty else { return }
+        if newTotal > Self.pipelineThreshold { startPipeline() }
+        try pipeline.append(bytes, at: written)
         written = newTotal
-        fill.advance(to: newTotal)
     }
 
     /// Verifies digest and size and releases the last byte to readers, then fsyncs and renames the file into
@@ -289,9 +331,17 @@ public final class BlobFillWriter: @unchecked Sendable {
     ///   finish; nothing is stored).
     @discardableResult
     public func commit() throws(BlobStoreError) -> Bool {
+        do throws(BlobStoreError) {
+            try pipeline.drain()
+        } catch {
+            // The last bytes could not be written: the fill fails like a write error during the transfer.
+            fail(DistributionError(.unavailable, "blob \(fill.digest): \(error)", status: 503))
+            throw error
+        }
+        stopPipeline(abort: false)
         do {
             if let expectedSize, expectedSize != written { throw BlobStoreError.sizeMismatch(expected: expectedSize, actual: written) }
-            let actual = hasher.finalize()
+            let actual = pipeline.hasher.finalize()
             guard actual == fill.digest || digestVerifiedByCaller else { throw BlobStoreError.digestMismatch(expected: fill.digest, actual: actual) }
         } catch let error as BlobStoreError {
             // 502: the upstream sent bad bytes (README error table), naming it when known.
@@ -325,6 +375,7 @@ public final class BlobFillWriter: @unchecked Sendable {
 
     /// Fails the fill: unlinks the temp file and wakes every reader with the error.
     public func fail(_ error: DistributionError) {
+        stopPipeline(abort: true)
         fill.finish(.failed(error))
     }
 }

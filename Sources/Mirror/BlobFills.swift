@@ -261,6 +261,8 @@ final class FillSink: BodySink, @unchecked Sendable {
                 try writer.expect(size: head.contentLength)
                 admitOnce(head.contentLength)
             }
+            // After admission, which measures free space: a blob that is kept gets its blocks reserved.
+            if writer.keep { writer.preallocate() }
             return true
         } catch {
             failure = refusal(error)

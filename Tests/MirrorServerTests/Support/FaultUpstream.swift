@@ -23,6 +23,11 @@ final class FaultUpstream: Sendable {
         case none
         /// Same length, last byte flipped.
         case corrupt
+        /// Same length, the middle byte flipped; the body goes out like `.slow(chunk:milliseconds:)`.
+        case corruptMiddle(chunk: Int, milliseconds: Int)
+        /// No `Content-Length`: the body goes out with chunked transfer encoding in `chunk`-byte pieces, with a
+        /// pause of `milliseconds` between them.
+        case chunked(chunk: Int, milliseconds: Int)
         /// The first `times` GETs close the connection after `bytes` body bytes.
         case drop(after: Int, times: Int)
         /// Like `drop`, and range requests are answered 200 with the whole body.
@@ -339,6 +344,7 @@ final class FaultUpstream: Sendable {
         func serve(_ original: [UInt8], mediaType: String, digest: String, fault: Fault, request: Request, attempt: Int) -> Response {
             var bytes = original
             if case .corrupt = fault, !bytes.isEmpty { bytes[bytes.count - 1] ^= 0xFF }
+            if case .corruptMiddle = fault, !bytes.isEmpty { bytes[bytes.count / 2] ^= 0xFF }
             var start = 0
             var status = HTTPResponse.Status.ok
             var headers: HTTPFields = [.contentType: mediaType, HTTPField.Name("Docker-Content-Digest")!: digest, .acceptRanges: "bytes"]
@@ -361,8 +367,11 @@ final class FaultUpstream: Sendable {
             }
             var chunk = 64 * 1024, pause = 0
             if case .slow(let c, let ms) = fault { chunk = c; pause = ms }
+            if case .corruptMiddle(let c, let ms) = fault { chunk = c; pause = ms }
+            var length: Int? = body.count
+            if case .chunked(let c, let ms) = fault { chunk = c; pause = ms; length = nil; headers[.contentLength] = nil }
             let (cut, size, wait) = (dropAfter, chunk, pause)
-            return Response(status: status, headers: headers, body: .init(contentLength: body.count) { writer in
+            return Response(status: status, headers: headers, body: .init(contentLength: length) { writer in
                 var offset = 0
                 while offset < body.count {
                     if let cut, offset >= cut { throw TestFailure("fault: dropping connection") }
