@@ -62,10 +62,7 @@ struct BlobFillTests {
         let digest = up.addBlob(bytes, fault: .corrupt)
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
-        let results = try await withThrowingTaskGroup(of: CurlResult.self) { group in
-            for _ in 0..<4 { group.addTask { try await curl("\(cove.url)/v2/a/blobs/\(digest)") } }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
+        let results = try await concurrentGets("\(cove.url)/v2/a/blobs/\(digest)", count: 4)
         for r in results {
             // Either an error status, or a 200 whose body was cut short (curl exit 18): never a full body.
             let fullSuccess = r.exitCode == 0 && r.status == 200 && r.body.count == bytes.count
@@ -237,10 +234,7 @@ struct BlobFillTests {
         let digest = up.addManifest("team/app", tag: "v1", body: body, fault: .slow(chunk: 0, milliseconds: 300))
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
-        let results = try await withThrowingTaskGroup(of: CurlResult.self) { group in
-            for _ in 0..<8 { group.addTask { try await curl("\(cove.url)/v2/team/app/manifests/v1") } }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
+        let results = try await concurrentGets("\(cove.url)/v2/team/app/manifests/v1", count: 8)
         for r in results {
             #expect(r.status == 200 && r.body == body)
             #expect(r.headers["docker-content-digest"] == digest.description)

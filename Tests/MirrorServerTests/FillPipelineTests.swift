@@ -171,10 +171,7 @@ struct FillPipelineTests {
         let digest = up.addBlob(bytes, fault: .chunked(chunk: 200 << 10, milliseconds: 0))
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
-        let results = try await withThrowingTaskGroup(of: CurlResult.self) { group in
-            for _ in 0..<4 { group.addTask { try await curl("\(cove.url)/v2/a/blobs/\(digest)") } }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
+        let results = try await concurrentGets("\(cove.url)/v2/a/blobs/\(digest)", count: 4)
         for r in results {
             #expect(r.exitCode == 0)
             #expect(r.status == 200)
@@ -192,10 +189,7 @@ struct FillPipelineTests {
         let digest = up.addBlob(bytes, fault: .corruptMiddle(chunk: 512 << 10, milliseconds: 30))
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
-        let results = try await withThrowingTaskGroup(of: CurlResult.self) { group in
-            for _ in 0..<6 { group.addTask { try await curl("\(cove.url)/v2/a/blobs/\(digest)") } }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
+        let results = try await concurrentGets("\(cove.url)/v2/a/blobs/\(digest)", count: 6)
         for r in results {
             #expect(!(r.exitCode == 0 && r.status == 200 && r.body.count == bytes.count))
             if r.status == 200 { #expect(r.body.count < bytes.count) }

@@ -19,10 +19,7 @@ struct ReaderCancellationTests {
         defer { cove.stop() }
 
         // Four clients that give up after 4 s (curl closes the connection).
-        async let clients = withThrowingTaskGroup(of: CurlResult.self) { group in
-            for _ in 0..<4 { group.addTask { try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 4) } }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
+        async let clients = concurrentGets("\(cove.url)/v2/a/blobs/\(digest)", count: 4, maxTime: 4)
         var fill: BlobFill?
         for _ in 0..<250 where fill == nil {
             if let f = await cove.mirror.fillInFlight(digest), f.parkedReaders == 4 { fill = f } else { try await Task.sleep(for: .milliseconds(20)) }

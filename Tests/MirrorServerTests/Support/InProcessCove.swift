@@ -139,6 +139,15 @@ struct CurlResult: Sendable {
     var body: [UInt8]
 }
 
+/// `count` GETs of `url` at once, each by its own `curl` process (so each is its own client); results in
+/// completion order. Bounded by `maxTime` seconds per GET.
+func concurrentGets(_ url: String, count: Int, maxTime: Double = 60) async throws -> [CurlResult] {
+    try await withThrowingTaskGroup(of: CurlResult.self) { group in
+        for _ in 0..<count { group.addTask { try await curl(url, maxTime: maxTime) } }
+        return try await group.reduce(into: []) { $0.append($1) }
+    }
+}
+
 /// Runs the `curl` CLI (a real HTTP client) and collects what it received. Bounded by `maxTime` seconds.
 func curl(_ url: String, method: String = "GET", headers: [String] = [], maxTime: Double = 60, limitRate: String? = nil) async throws -> CurlResult {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("curl-\(UUID().uuidString)")
