@@ -253,6 +253,14 @@ def main():
                 reset_peak(s["proc"].p.pid)
                 s["sampler"] = RssSampler(s["proc"].p.pid)
 
+        def start_cold(kind):
+            """A fresh server of `kind` on an empty cache, watched from now; with the upstream's log mark."""
+            settle()
+            s = servers.start(kind)
+            live.append(s)
+            watch(s)
+            return s, up.mark()
+
         def rss_of(s, phase):
             if s["kind"] == "cove":
                 anon, file = s.pop("sampler").stop()
@@ -266,11 +274,7 @@ def main():
             warm = {}  # kind -> a running server holding the blob (from cold-parallel) or the manifest
             if "bytes" in only or "cold-single" in only:
                 for kind in order:
-                    settle()
-                    s = servers.start(kind)
-                    live.append(s)
-                    watch(s)
-                    mark = up.mark()
+                    s, mark = start_cold(kind)
                     curl(s["url"] + paths["tag"], ACCEPT)
                     curl(s["url"] + f"/v2/{REPO}/blobs/" + _config_digest(up.manifest))
                     t, n = curl(s["url"] + blob_path)
@@ -286,11 +290,7 @@ def main():
                     servers.stop(s); live.remove(s)
             if "cold-parallel" in only:
                 for kind in order:
-                    settle()
-                    s = servers.start(kind)
-                    live.append(s)
-                    watch(s)
-                    mark = up.mark()
+                    s, mark = start_cold(kind)
                     t, sizes = parallel_gets(s["url"] + blob_path, args.parallel)
                     if any(n != size for n in sizes):
                         raise SystemExit(f"{kind}: cold parallel GETs answered {sizes}")

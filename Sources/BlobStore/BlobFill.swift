@@ -8,7 +8,9 @@ import Glibc
 /// One blob being written into the store while any number of readers stream it as it grows.
 ///
 /// The single writer (`writer`, driven from the transfer thread) appends bytes to a temp file and hashes them
-/// as they land (for large blobs on two threads of their own, `FillPipeline`). Readers wait for bytes with `waitForBytes(atLeast:)` and `pread` them from the same file.
+/// as they land (for large blobs on two threads of their own, `FillPipeline`). Readers wait for bytes with
+/// `waitForBytes(atLeast:)` and `pread` them from the same file, or copy them from the pipeline's ring while it
+/// still holds them.
 /// The last byte is withheld from readers until `BlobFillWriter.commit()` has verified digest and size, so no
 /// reader can ever send a complete body of a blob that fails verification (docs/ARCHITECTURE.md, "a fill belongs to the
 /// cache"). On failure the temp file is unlinked and every waiting reader gets the error.
