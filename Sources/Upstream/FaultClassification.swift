@@ -10,6 +10,7 @@
 /// | 5xx on `/v2/` | endpoint |
 /// | 5xx on one path, and `/v2/` still answers (a probe bounded by the connect timeout) | request |
 /// | 5xx on one path, and the `/v2/` probe fails with 5xx or a transport error | endpoint |
+/// | 5xx on one path, and the operation's deadline runs out before the probe can tell | request |
 /// | 5xx on `distinctPathsForEndpointFault` distinct paths within `cooldown` | endpoint |
 /// | content that fails verification (digest or size) | object: (endpoint, object) remembered for `cooldown` |
 /// | 404, 401, 403, other 4xx, auth flow and redirect errors | request |
@@ -54,19 +55,31 @@ enum FaultScope: Equatable {
     }
 }
 
+/// What a `GET /v2/` probe said about an endpoint after a 5xx on one path.
+enum VersionCheck: Equatable {
+    /// It answered below 500 (200 and 401 both mean it is up): the 5xx was about that request.
+    case answers
+    /// 5xx or a transport error within the probe's own time: the endpoint is sick.
+    case fails
+    /// The operation's deadline ran out before the probe could tell: no evidence either way. A client's
+    /// budget spent on earlier attempts (or a loaded machine) says nothing about this endpoint.
+    case inconclusive
+}
+
 extension UpstreamClient {
-    /// Whether the endpoint answers `GET /v2/` at all (anonymously; 200 and 401 both mean it is up), bounded by
-    /// the connect timeout and `deadline`. Used to tell a 5xx for one path from a sick endpoint.
-    func answersVersionCheck(deadline: Deadline) async -> Bool {
+    /// Probes `GET /v2/` (anonymously), bounded by the connect timeout and `deadline`. Used to tell a 5xx for one
+    /// path from a sick endpoint.
+    func versionCheck(deadline: Deadline) async -> VersionCheck {
+        if deadline.hasPassed() { return .inconclusive }
         var limits = configuration.requestLimits
         limits.totalTimeout = max(0.1, limits.connectTimeout)
         limits.deadline = deadline
         do {
             let r = try await follow(method: "GET", url: configuration.url + Self.namespaced("/v2/", namespace), headers: [],
                                      authorization: nil, sink: nil, bufferLimit: 64 * 1024, limits: limits)
-            return r.head.status < 500
+            return r.head.status < 500 ? .answers : .fails
         } catch {
-            return false
+            return deadline.hasPassed() ? .inconclusive : .fails
         }
     }
 }

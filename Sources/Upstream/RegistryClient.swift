@@ -182,7 +182,7 @@ public final class RegistryClient: Sendable {
     /// is remembered either way. For an endpoint that is itself a mirror (`mirror: true`, e.g. another Cove), a
     /// 5xx is that tier's answer about one request (its own upstream failed), so only `/v2/` decides.
     private func isEndpointFault(_ endpoint: Endpoint, path: String, deadline: Deadline) async -> Bool {
-        if endpoint.client.configuration.mirror { return await !endpoint.client.answersVersionCheck(deadline: deadline) }
+        if endpoint.client.configuration.mirror { return await endpoint.client.versionCheck(deadline: deadline) == .fails }
         let now = ContinuousClock.now
         let key = Self.repositoryKey(path)
         let (distinct, seenBefore) = endpoint.health.withLock { h -> (Int, Bool) in
@@ -194,7 +194,11 @@ public final class RegistryClient: Sendable {
         if distinct >= FaultScope.distinctPathsForEndpointFault { return true }
         // The same path failing again says nothing new; a first failure asks /v2/ (cheap, bounded).
         if seenBefore { return false }
-        return await !endpoint.client.answersVersionCheck(deadline: deadline)
+        switch await endpoint.client.versionCheck(deadline: deadline) {
+        case .fails: return true
+        // Out of time is not evidence: the 5xx still counts towards the several-paths rule above.
+        case .answers, .inconclusive: return false
+        }
     }
 
     /// The repository part of an API path (`/v2/<name>/manifests/…` → `/v2/<name>`), the path itself otherwise.

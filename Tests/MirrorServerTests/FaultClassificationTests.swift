@@ -9,6 +9,12 @@ import Upstream
 /// object only moves that request on.
 @Suite("Fault classification: request faults vs endpoint faults", .serialized)
 struct FaultClassificationTests {
+    /// Generous limits: nothing here tests a timeout, and on a loaded machine a 2 s `/v2/` probe can run out
+    /// and cool a healthy endpoint down.
+    static func endpoint(_ url: String, resolveTags: Bool = true) -> UpstreamConfiguration {
+        InProcessCove.endpoint(url, resolveTags: resolveTags, connectTimeout: 10, requestTimeout: 20)
+    }
+
     static func cove(_ endpoints: [UpstreamConfiguration]) async throws -> InProcessCove {
         try await InProcessCove(registries: [RegistryConfiguration(name: "registry.test", endpoints: endpoints, cooldown: 30)])
     }
@@ -20,7 +26,7 @@ struct FaultClassificationTests {
         defer { a.stop(); b.stop() }
         let image = a.addImage("team/app", tag: "v1", layers: 2)
         b.add(image, as: "team/app", tag: "v1")
-        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        let cove = try await Self.cove([Self.endpoint(a.url), Self.endpoint(b.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
@@ -50,7 +56,7 @@ struct FaultClassificationTests {
         let image = b.addImage("team/app", tag: "v1", layers: 2)
         a.add(image, as: "team/app", tag: "v1")
         a.everyRequest.withLock { $0 = .status(500, retryAfter: nil) }
-        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        let cove = try await Self.cove([Self.endpoint(a.url), Self.endpoint(b.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
@@ -79,7 +85,7 @@ struct FaultClassificationTests {
         a.add(healthy, as: "team/ok", tag: "v1")
         // One broken repository: every layer of app1 fails, and its tags too.
         a.pathStatus.withLock { for d in images[0].layerDigests { $0["/v2/team/app1/blobs/\(d)"] = 500 } }
-        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        let cove = try await Self.cove([Self.endpoint(a.url), Self.endpoint(b.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
@@ -112,9 +118,9 @@ struct FaultClassificationTests {
         defer { tier.stop(); origin.stop() }
         let good = tier.addImage("good/app", tag: "v1")
         tier.pathStatus.withLock { for n in 1...4 { $0["/v2/broken/app\(n)/manifests/v1"] = 502 } }
-        var mirror = InProcessCove.endpoint(tier.url)
+        var mirror = Self.endpoint(tier.url)
         mirror.mirror = true
-        let cove = try await Self.cove([mirror, InProcessCove.endpoint(origin.url)])
+        let cove = try await Self.cove([mirror, Self.endpoint(origin.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
@@ -138,7 +144,7 @@ struct FaultClassificationTests {
         mirror.add(good, as: "team/app", tag: "v2")
         let tampered = Array(bad.manifest.dropLast()) + Array(" }".utf8)
         mirror.manifests.withLock { $0["team/app:\(bad.digest)"] = .init(bytes: tampered, mediaType: MediaType.ociManifest, fault: .none) }
-        let cove = try await Self.cove([InProcessCove.endpoint(mirror.url, resolveTags: false), InProcessCove.endpoint(origin.url)])
+        let cove = try await Self.cove([Self.endpoint(mirror.url, resolveTags: false), Self.endpoint(origin.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
@@ -161,7 +167,7 @@ struct FaultClassificationTests {
         let image = origin.addImage("team/app", tag: "v1", layers: 2)
         mirror.add(image, as: "team/app", tag: "v1")
         mirror.setFault(image.layerDigests[0], .corrupt)
-        let cove = try await Self.cove([InProcessCove.endpoint(mirror.url, resolveTags: false), InProcessCove.endpoint(origin.url)])
+        let cove = try await Self.cove([Self.endpoint(mirror.url, resolveTags: false), Self.endpoint(origin.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
         let bad = image.layerDigests[0]
@@ -187,7 +193,7 @@ struct FaultClassificationTests {
         let image = b.addImage("team/app", tag: "v1")
         a.add(image, as: "team/app", tag: "v1")
         a.everyRequest.withLock { $0 = .status(429, retryAfter: "20") }
-        let cove = try await Self.cove([InProcessCove.endpoint(a.url), InProcessCove.endpoint(b.url)])
+        let cove = try await Self.cove([Self.endpoint(a.url), Self.endpoint(b.url)])
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 

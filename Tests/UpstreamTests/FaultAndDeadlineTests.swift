@@ -60,4 +60,28 @@ struct FaultAndDeadlineTests {
         #expect(b.totalTimeout == 0 && abs(b.connectTimeout - 2) < 0.01 && abs((blobHead ?? 0) - 2) < 0.01)
         #expect(TransferLimits(connectTimeout: 5, totalTimeout: 0).effective(now: now).headTimeout == nil)
     }
+
+    /// After a 5xx on one path the `/v2/` probe decides; a probe the operation's deadline left no time for is
+    /// no evidence (a CI run once cooled a healthy endpoint down because a loaded machine spent the budget first).
+    @Test func aVersionCheckWithNoTimeLeftIsInconclusiveAndSendsNothing() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = UpstreamClient(configuration: .init(url: "http://127.0.0.1:\(server.port)"), logger: Logger(label: "t"))
+        #expect(await client.versionCheck(deadline: Deadline(seconds: 30)) == .answers)
+        let requests = server.requests
+        #expect(await client.versionCheck(deadline: Deadline(seconds: 0)) == .inconclusive)
+        #expect(server.requests == requests)
+
+        // Nothing listens on a bound port: refused within the probe's own time is a sick endpoint.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        try #require(withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        let refused = UpstreamClient(configuration: .init(url: "http://127.0.0.1:\(UInt16(bigEndian: a.sin_port))"), logger: Logger(label: "t"))
+        #expect(await refused.versionCheck(deadline: Deadline(seconds: 30)) == .fails)
+    }
 }
