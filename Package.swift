@@ -111,6 +111,7 @@ let package = Package(
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "OCIBundleTests", dependencies: ["OCIBundle", "OCI"]),
+        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "OCI"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "OCI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CoveConfigTests", dependencies: ["CoveConfig", "Upstream", "Mirror", "Access"]),
         .testTarget(name: "AccessTests", dependencies: ["Access", .product(name: "HummingbirdBcrypt", package: "hummingbird-auth")]),

@@ -10,7 +10,7 @@ import Glibc
 /// The single writer (`writer`, driven from the transfer thread) appends bytes to a temp file and hashes them
 /// as they land (for large blobs on two threads of their own, `FillPipeline`). Readers wait for bytes with
 /// `waitForBytes(atLeast:)` and `pread` them from the same file, or copy them from the pipeline's ring while it
-/// still holds them.
+/// holds them (received bytes are visible there before they are written).
 /// The last byte is withheld from readers until `BlobFillWriter.commit()` has verified digest and size, so no
 /// reader can ever send a complete body of a blob that fails verification (docs/ARCHITECTURE.md, "a fill belongs to the
 /// cache"). On failure the temp file is unlinked and every waiting reader gets the error.
@@ -39,7 +39,8 @@ public final class BlobFill: Sendable {
     }
 
     struct State {
-        var written: Int64 = 0
+        /// Bytes received so far (in the temp file, or still in the pipeline's ring on their way there).
+        var received: Int64 = 0
         var expectedSize: Int64?
         var headKnown = false
         var phase: Phase = .filling
@@ -48,7 +49,7 @@ public final class BlobFill: Sendable {
         var headWaiters: [CheckedContinuation<Int64?, any Error>] = []
 
         /// Bytes a reader may send: everything once verified, all but the last byte before.
-        var visible: Int64 { phase == .verified ? written : max(0, written - 1) }
+        var visible: Int64 { phase == .verified ? received : max(0, received - 1) }
     }
 
     /// Creates the temp file for a fill of `digest`.
@@ -82,7 +83,7 @@ public final class BlobFill: Sendable {
             let size: Int64? = try await withCheckedThrowingContinuation { c in
                 let resume: Result<Int64?, any Error>? = state.withLock { s in
                     switch s.phase {
-                    case .verified: return .success(s.written)
+                    case .verified: return .success(s.received)
                     case .failed(let e): return .failure(e)
                     case .filling:
                         if s.headKnown, let e = s.expectedSize { return .success(e) }
@@ -130,8 +131,8 @@ public final class BlobFill: Sendable {
         waiter?.continuation.resume(throwing: CancellationError())
     }
 
-    /// Bytes written to the temp file so far (progress; may drop to 0 when an upstream restarts the body).
-    public var bytesWritten: Int64 { state.withLock { $0.written } }
+    /// Bytes received so far (progress; may drop to 0 when an upstream restarts the body).
+    public var bytesWritten: Int64 { state.withLock { $0.received } }
 
     /// Where the bytes come from (an upstream endpoint's `host:port`), for access logs and status; set by the
     /// fill's driver before each attempt.
@@ -147,13 +148,19 @@ public final class BlobFill: Sendable {
     /// Readers parked in `waitForBytes` right now.
     public var parkedReaders: Int { state.withLock { $0.waiters.count } }
 
-    /// Reads up to `buffer.count` bytes at `offset` from the file being filled. Only call for bytes that
-    /// `waitForBytes` reported visible. Bytes the fill wrote moments ago come from its pipeline's ring when it
-    /// still holds them (a memory copy instead of a `pread` of the page cache).
-    /// - Returns: bytes read, -1 on error.
+    /// Reads up to `buffer.count` bytes at `offset` of the blob being filled. Only call for bytes that
+    /// `waitForBytes` reported visible. While the fill's pipeline runs, recent bytes come from its ring (they
+    /// may not be written yet); older ones are `pread` from the file.
+    /// - Returns: bytes read (possibly fewer than asked), 0 at a premature end, -1 on error.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
-        if let pipeline = pipeline.withLock({ $0 }), let n = pipeline.copyRecent(into: buffer, at: offset) { return n }
-        return pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        var count = buffer.count
+        if let pipeline = pipeline.withLock({ $0 }) {
+            switch pipeline.copyRecent(into: buffer, at: offset) {
+            case .copied(let n): return n
+            case .inFile(let end): count = Int(min(Int64(count), max(0, end - offset)))
+            }
+        }
+        return pread(fd, buffer.baseAddress, count, off_t(offset))
     }
 
     /// The writer's pipeline while its threads run (readers copy recent bytes from it); set by the writer.
@@ -187,9 +194,9 @@ public final class BlobFill: Sendable {
     /// `FALLOC_FL_KEEP_SIZE` (linux/falloc.h): allocate blocks, leave the file's length alone.
     private static let keepSize: Int32 = 0x01
 
-    func advance(to written: Int64) {
+    func advance(to received: Int64) {
         let ready = state.withLock { s -> [Waiter] in
-            s.written = written
+            s.received = received
             guard !s.waiters.isEmpty else { return [] }
             let visible = s.visible
             var ready: [Waiter] = []
@@ -206,15 +213,15 @@ public final class BlobFill: Sendable {
     }
 
     func finish(_ phase: Phase) {
-        let (waiters, headWaiters, written) = state.withLock { s in
+        let (waiters, headWaiters, size) = state.withLock { s in
             s.phase = phase
             defer { s.waiters = []; s.headWaiters = [] }
-            return (s.waiters, s.headWaiters, s.written)
+            return (s.waiters, s.headWaiters, s.received)
         }
         switch phase {
         case .verified:
-            for w in waiters { w.continuation.resume(returning: written) }
-            for w in headWaiters { w.resume(returning: written) }
+            for w in waiters { w.continuation.resume(returning: size) }
+            for w in headWaiters { w.resume(returning: size) }
         case .failed(let e):
             // Truncate as well as unlink: readers may keep the descriptor open a while, and after ENOSPC the
             // space is needed now (by the index's eviction transaction, among others).

@@ -14,9 +14,11 @@ import Glibc
 /// Memory is the ring, whatever the blob's size. Before `start` (small blobs) every call writes and hashes
 /// inline on the caller's thread, as no thread start-up is worth it there.
 ///
-/// Written bytes are reported in order through `onWritten` (the file offset everything below is written up to),
-/// from the writer thread. Errors of either thread are kept and thrown by the next `append` or by `drain`.
-/// One producer drives `append`, `drain`, `restart` and `stop`, one call at a time.
+/// Received bytes are reported through `onReceived` (the file offset everything below is in the ring or the
+/// file), from the producer's thread, as soon as they are in the ring: readers are handed bytes before they are
+/// written or hashed, so a client's copy does not wait for the page-cache write (the fill still withholds the
+/// blob's last byte until `drain` and the digest check). Errors of either thread are kept and thrown by the next
+/// `append` or by `drain`. One producer drives `append`, `drain`, `restart` and `stop`, one call at a time.
 final class FillPipeline: @unchecked Sendable {
     /// Ring size in bytes.
     static let capacity = 4 << 20
@@ -31,7 +33,7 @@ final class FillPipeline: @unchecked Sendable {
 
     let fd: Int32
     let path: String
-    private let onWritten: @Sendable (Int64) -> Void
+    private let onReceived: @Sendable (Int64) -> Void
     /// The digest state: the hasher thread's while threads run, the producer's otherwise (after `drain`).
     private(set) var hasher: DigestHasher
 
@@ -50,14 +52,21 @@ final class FillPipeline: @unchecked Sendable {
     private var aborting = false
     private var running = 0
     private var failure: BlobStoreError?
+    /// Readers copying out of the ring right now (outside the lock); `stop` waits for them before freeing it.
+    private var copying = 0
+    /// Bumped by `restart`: a reader's copy taken across it is discarded.
+    private var generation = 0
+
+    /// Runs on the writer thread before each write (tests hold the writer back with it to see what readers get).
+    var beforeWrite: (@Sendable () -> Void)?
 
     /// Whether the threads run (`start` was called and `stop` not yet).
     private(set) var started = false
 
-    init(fd: Int32, path: String, algorithm: Digest.Algorithm, onWritten: @escaping @Sendable (Int64) -> Void) {
+    init(fd: Int32, path: String, algorithm: Digest.Algorithm, onReceived: @escaping @Sendable (Int64) -> Void) {
         self.fd = fd
         self.path = path
-        self.onWritten = onWritten
+        self.onReceived = onReceived
         hasher = DigestHasher(algorithm)
     }
 
@@ -88,7 +97,7 @@ final class FillPipeline: @unchecked Sendable {
         guard started else {
             try Self.writeAll(fd, bytes.baseAddress!, bytes.count, at: offset, path: path)
             hasher.update(bytes)
-            onWritten(offset + Int64(bytes.count))
+            onReceived(offset + Int64(bytes.count))
             return
         }
         var done = 0
@@ -110,6 +119,8 @@ final class FillPipeline: @unchecked Sendable {
             lock.unlock()
             done += n
         }
+        // Only this thread moves `produced` (and `restart` runs on it too), so reports cannot arrive out of order.
+        onReceived(offset + Int64(bytes.count))
     }
 
     /// Waits until every byte handed over is written and hashed.
@@ -133,6 +144,7 @@ final class FillPipeline: @unchecked Sendable {
         lock.lock()
         base = 0
         produced = 0; claimed = 0; written = 0; hashed = 0
+        generation += 1
         hasher = DigestHasher(hasher.algorithm)
         lock.unlock()
     }
@@ -144,30 +156,59 @@ final class FillPipeline: @unchecked Sendable {
         stopping = true
         if abort { aborting = true }
         lock.broadcast()
-        while running > 0 { lock.wait() }
+        while running > 0 || copying > 0 { lock.wait() }
         ring?.deallocate()
         ring = nil
         lock.unlock()
         started = false
     }
 
-    /// Copies `buffer.count` bytes at file offset `offset` from the ring, when they were written to the file
-    /// and the ring still holds them: a reader close behind the fill gets them without a `pread` of the page
-    /// cache. The copy runs under the lock (at most `buffer.count` bytes, typically 256 KiB), so the producer
-    /// cannot overwrite them meanwhile.
-    /// - Returns: bytes copied, or nil when the caller must `pread` instead.
-    func copyRecent(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int? {
-        guard !buffer.isEmpty else { return nil }
+    /// Where a reader gets bytes of a fill in flight.
+    enum Recent: Equatable {
+        /// This many bytes were copied from the ring.
+        case copied(Int)
+        /// Not in the ring (any more): `pread` them, but not at or past this file offset (bytes there are not
+        /// written yet). `Int64.max` once the pipeline stopped.
+        case inFile(before: Int64)
+    }
+
+    /// Copies up to `buffer.count` bytes at file offset `offset` from the ring when it holds them: received bytes
+    /// are there until both the writer and the hasher passed them and the producer reuses the space, so a
+    /// reader close behind the fill needs no `pread`, and bytes not yet written can only be had here.
+    /// The copy runs outside the lock (32 readers must not serialise the producer); the range is checked
+    /// again afterwards and, if the producer reused it meanwhile, the caller is sent to the file, which by
+    /// then holds those bytes.
+    func copyRecent(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Recent {
         lock.lock()
-        defer { lock.unlock() }
-        guard let ring, offset >= base else { return nil }
+        guard let ring, offset >= base, !buffer.isEmpty else {
+            let end = ring == nil ? Int64.max : base + Int64(written)
+            lock.unlock()
+            return .inFile(before: end)
+        }
         let position = Int(offset - base)
-        guard position + buffer.count <= written, position >= claimed - Self.capacity else { return nil }
+        guard position >= claimed - Self.capacity, position < produced else {
+            let end = base + Int64(written)
+            lock.unlock()
+            return .inFile(before: end)
+        }
+        let count = min(buffer.count, produced - position)
+        let generation = generation
+        copying += 1
+        lock.unlock()
+
         let at = position % Self.capacity
-        let first = min(buffer.count, Self.capacity - at)
+        let first = min(count, Self.capacity - at)
         memcpy(buffer.baseAddress!, ring + at, first)
-        if first < buffer.count { memcpy(buffer.baseAddress! + first, ring, buffer.count - first) }
-        return buffer.count
+        if first < count { memcpy(buffer.baseAddress! + first, ring, count - first) }
+
+        lock.lock()
+        copying -= 1
+        // The producer may have claimed the space while we copied; everything it may overwrite is written.
+        let intact = generation == self.generation && position >= claimed - Self.capacity
+        let end = base + Int64(written)
+        if copying == 0, stopping { lock.broadcast() }
+        lock.unlock()
+        return intact ? .copied(count) : .inFile(before: end)
     }
 
     private enum Work { case write, hash }
@@ -200,6 +241,7 @@ final class FillPipeline: @unchecked Sendable {
             var error: BlobStoreError?
             switch work {
             case .write:
+                beforeWrite?()
                 do { try Self.writeAll(fd, bytes.baseAddress!, n, at: offset, path: path) } catch let e { error = e }
             case .hash:
                 hasher.update(bytes)
@@ -213,8 +255,6 @@ final class FillPipeline: @unchecked Sendable {
             // A `restart` in between cannot happen: it drains first, and this run was pending.
             if work == .write {
                 written += n
-                // Told under the lock, so a `restart` right after cannot be overtaken by a stale offset.
-                onWritten(base + Int64(written))
             } else {
                 hashed += n
             }
