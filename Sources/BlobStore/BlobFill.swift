@@ -18,7 +18,8 @@ public final class BlobFill: Sendable {
     /// The digest the bytes must hash to.
     public let digest: Digest
     /// Read/write descriptor of the temp file; stays valid after rename or unlink until this object dies.
-    let fd: Int32
+    /// Readers may `dup` it to `sendfile` bytes below `bytesInFile`; never close it.
+    public let fd: Int32
     let tmpPath: String
     let store: BlobStore
     let state: Mutex<State>
@@ -41,6 +42,13 @@ public final class BlobFill: Sendable {
     struct State {
         /// Bytes received so far (in the temp file, or still in the pipeline's ring on their way there).
         var received: Int64 = 0
+        /// Bytes written to the temp file so far (≤ `received`; never lowered: a restarted body rewrites the
+        /// same content-addressed bytes, and verification still guards the whole).
+        var inFile: Int64 = 0
+        /// Readers sending from `fd` with `sendfile` right now (`beginFileReads`).
+        var fileReaders = 0
+        /// A failed fill's file is cut to 0 bytes once the last of them is done.
+        var truncateWhenUnread = false
         var expectedSize: Int64?
         var headKnown = false
         var phase: Phase = .filling
@@ -134,6 +142,10 @@ public final class BlobFill: Sendable {
     /// Bytes received so far (progress; may drop to 0 when an upstream restarts the body).
     public var bytesWritten: Int64 { state.withLock { $0.received } }
 
+    /// The temp file holds every byte below this offset (they may be sent from `fd`, e.g. with `sendfile`, as far
+    /// as `waitForBytes` made them visible).
+    public var bytesInFile: Int64 { state.withLock { $0.inFile } }
+
     /// Where the bytes come from (an upstream endpoint's `host:port`), for access logs and status; set by the
     /// fill's driver before each attempt.
     public var sourceLabel: String? {
@@ -194,6 +206,25 @@ public final class BlobFill: Sendable {
     /// `FALLOC_FL_KEEP_SIZE` (linux/falloc.h): allocate blocks, leave the file's length alone.
     private static let keepSize: Int32 = 0x01
 
+    /// Marks a reader that sends bytes below `bytesInFile` straight from `fd` (a duplicate of it) until
+    /// `endFileReads`: the file keeps its length meanwhile, even if the fill fails.
+    public func beginFileReads() { state.withLock { $0.fileReaders += 1 } }
+
+    /// Ends `beginFileReads`, after the reader's last write from the file completed.
+    public func endFileReads() {
+        let truncate = state.withLock { s -> Bool in
+            s.fileReaders -= 1
+            guard s.fileReaders == 0, s.truncateWhenUnread else { return false }
+            s.truncateWhenUnread = false
+            return true
+        }
+        if truncate { ftruncate(fd, 0) }
+    }
+
+    func wrote(upTo offset: Int64) {
+        state.withLock { $0.inFile = max($0.inFile, offset) }
+    }
+
     func advance(to received: Int64) {
         let ready = state.withLock { s -> [Waiter] in
             s.received = received
@@ -224,8 +255,14 @@ public final class BlobFill: Sendable {
             for w in headWaiters { w.resume(returning: size) }
         case .failed(let e):
             // Truncate as well as unlink: readers may keep the descriptor open a while, and after ENOSPC the
-            // space is needed now (by the index's eviction transaction, among others).
-            ftruncate(fd, 0)
+            // space is needed now (by the index's eviction transaction, among others). Not under a reader's
+            // `sendfile`, though: a region past the end of the file would never complete (sendfile returns 0);
+            // the last of them truncates instead (`endFileReads`).
+            let now = state.withLock { s -> Bool in
+                if s.fileReaders > 0 { s.truncateWhenUnread = true }
+                return s.fileReaders == 0
+            }
+            if now { ftruncate(fd, 0) }
             unlink(tmpPath)
             for w in waiters { w.continuation.resume(throwing: e) }
             for w in headWaiters { w.resume(throwing: e) }
@@ -248,6 +285,7 @@ public final class BlobFillWriter: @unchecked Sendable {
     let fill: BlobFill
     private let pipeline: FillPipeline
     private var written: Int64 = 0
+    private var restarted = false
     private var expectedSize: Int64?
     /// The largest blob accepted, in bytes (nil: no limit).
     public var sizeLimit: Int64?
@@ -267,7 +305,8 @@ public final class BlobFillWriter: @unchecked Sendable {
 
     init(fill: BlobFill) {
         self.fill = fill
-        pipeline = FillPipeline(fd: fill.fd, path: fill.tmpPath, algorithm: fill.digest.algorithm) { fill.advance(to: $0) }
+        pipeline = FillPipeline(fd: fill.fd, path: fill.tmpPath, algorithm: fill.digest.algorithm,
+                                onReceived: { fill.advance(to: $0) }, onWritten: { fill.wrote(upTo: $0) })
     }
 
     deinit {
@@ -312,9 +351,10 @@ public final class BlobFillWriter: @unchecked Sendable {
     public func restart() {
         pipeline.restart()
         written = 0
-        ftruncate(fill.fd, 0)
-        // Readers keep their offsets: the same content-addressed bytes are rewritten, and the final
-        // verification still guards the whole.
+        restarted = true
+        // No truncation: readers keep their offsets (and may be reading or sending the file's bytes right now);
+        // the same content-addressed bytes are rewritten, and the final verification still guards the whole
+        // (`commit` also refuses a file longer than the restarted body).
     }
 
     /// Writes `bytes` at the end of the temp file and hashes them.
@@ -350,6 +390,9 @@ public final class BlobFillWriter: @unchecked Sendable {
         stopPipeline(abort: false)
         do {
             if let expectedSize, expectedSize != written { throw BlobStoreError.sizeMismatch(expected: expectedSize, actual: written) }
+            // A body restarted from byte 0 (not truncated: readers may be sending the file) that ended short of the
+            // first attempt's bytes: those were not this blob's, and readers may have sent them.
+            if restarted, Self.fileSize(fill.fd) > written { throw BlobStoreError.sizeMismatch(expected: written, actual: Self.fileSize(fill.fd)) }
             let actual = pipeline.hasher.finalize()
             guard actual == fill.digest || digestVerifiedByCaller else { throw BlobStoreError.digestMismatch(expected: fill.digest, actual: actual) }
         } catch let error as BlobStoreError {
@@ -380,6 +423,11 @@ public final class BlobFillWriter: @unchecked Sendable {
             throw error
         }
         return true
+    }
+
+    private static func fileSize(_ fd: Int32) -> Int64 {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
     }
 
     /// Fails the fill: unlinks the temp file and wakes every reader with the error.

@@ -14,8 +14,9 @@ import Glibc
 /// Memory is the ring, whatever the blob's size. Before `start` (small blobs) every call writes and hashes
 /// inline on the caller's thread, as no thread start-up is worth it there.
 ///
-/// Received bytes are reported through `onReceived` (the file offset everything below is in the ring or the
-/// file), from the producer's thread, as soon as they are in the ring: readers are handed bytes before they are
+/// Written bytes are reported through `onWritten` (the file offset everything below is in the file), from the
+/// writer thread. Received bytes are reported through `onReceived` (the file offset everything below is in the
+/// ring or the file), from the producer's thread, as soon as they are in the ring: readers are handed bytes before they are
 /// written or hashed, so a client's copy does not wait for the page-cache write (the fill still withholds the
 /// blob's last byte until `drain` and the digest check). Errors of either thread are kept and thrown by the next
 /// `append` or by `drain`. One producer drives `append`, `drain`, `restart` and `stop`, one call at a time.
@@ -34,6 +35,7 @@ final class FillPipeline: @unchecked Sendable {
     let fd: Int32
     let path: String
     private let onReceived: @Sendable (Int64) -> Void
+    private let onWritten: @Sendable (Int64) -> Void
     /// The digest state: the hasher thread's while threads run, the producer's otherwise (after `drain`).
     private(set) var hasher: DigestHasher
 
@@ -63,10 +65,12 @@ final class FillPipeline: @unchecked Sendable {
     /// Whether the threads run (`start` was called and `stop` not yet).
     private(set) var started = false
 
-    init(fd: Int32, path: String, algorithm: Digest.Algorithm, onReceived: @escaping @Sendable (Int64) -> Void) {
+    init(fd: Int32, path: String, algorithm: Digest.Algorithm, onReceived: @escaping @Sendable (Int64) -> Void,
+         onWritten: @escaping @Sendable (Int64) -> Void = { _ in }) {
         self.fd = fd
         self.path = path
         self.onReceived = onReceived
+        self.onWritten = onWritten
         hasher = DigestHasher(algorithm)
     }
 
@@ -97,6 +101,7 @@ final class FillPipeline: @unchecked Sendable {
         guard started else {
             try Self.writeAll(fd, bytes.baseAddress!, bytes.count, at: offset, path: path)
             hasher.update(bytes)
+            onWritten(offset + Int64(bytes.count))
             onReceived(offset + Int64(bytes.count))
             return
         }
@@ -255,6 +260,8 @@ final class FillPipeline: @unchecked Sendable {
             // A `restart` in between cannot happen: it drains first, and this run was pending.
             if work == .write {
                 written += n
+                // Told under the lock, so a `restart` right after cannot be overtaken by a stale offset.
+                onWritten(base + Int64(written))
             } else {
                 hashed += n
             }

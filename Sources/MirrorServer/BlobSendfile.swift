@@ -5,7 +5,8 @@ import NIOHTTP1
 import Glibc
 #endif
 
-/// Sends a byte range of a committed blob file with `sendfile(2)`: no userspace copy, no buffer memory.
+/// Sends a byte range of a blob file (committed, or the part of a fill in flight already written) with
+/// `sendfile(2)`: no userspace copy, no buffer memory.
 ///
 /// The range goes as `FileRegion`s written through the connection's `FileRegionWriter` (installed by
 /// `SendfileHTTP1Channel`), below Hummingbird's body writer, which takes `ByteBuffer`s only. Connections without
@@ -28,9 +29,9 @@ import Glibc
 ///    the caller call `finish` (`.end`). A failed write throws instead; the caller rethrows and Hummingbird
 ///    closes the connection, so no `.end` frames a short body.
 ///
-/// **Descriptors**: the blob file's descriptor stays the `BlobFile`'s. Each call duplicates it into a
-/// `NIOFileHandle` that only this call closes, after every write that used it has completed; NIO never closes
-/// a `FileRegion`'s handle. An evicted (unlinked) file keeps its bytes while the descriptor is open, and the
+/// **Descriptors**: the blob file's descriptor stays the `BlobFile`'s (or the `BlobFill`'s). Each response
+/// duplicates it into a `NIOFileHandle` (`Stream`) that only it closes, after every write that used it has
+/// completed; NIO never closes a `FileRegion`'s handle. An evicted (unlinked) file keeps its bytes while the descriptor is open, and the
 /// caller's lease keeps eviction away until the body ends anyway.
 enum BlobSendfile {
     /// Bytes per `FileRegion`. Each region costs one hop to the event loop and back; between regions the bytes
@@ -52,40 +53,71 @@ enum BlobSendfile {
     /// - Throws: the write's error (the connection broke; `ChannelError.ioOnClosedChannel` and friends) after
     ///   some bytes may have gone out; the connection must not be reused. Cancellation closes the channel, so the
     ///   pending write fails and this returns promptly.
-    static func write(_ file: BlobFile, range: ByteRange, to channel: any Channel, sent: (Int64) -> Void) async throws -> Outcome {
-        // F_DUPFD_CLOEXEC: a descriptor of our own (a child process must not inherit it).
-        let fd = fcntl(file.fd, F_DUPFD_CLOEXEC, 0)
-        guard fd >= 0 else { return .unavailable }
-        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
-        // Runs after the last write completed (each `get()` below waits for completion, cancelled or not),
-        // so NIO is done with the descriptor: the one close.
-        defer { try? handle.close() }
-        var offset = range.start
-        let end = range.end + 1
-        while offset < end {
-            let count = min(regionSize, end - offset)
-            let region = FileRegion(fileHandle: handle, readerIndex: Int(offset), endIndex: Int(offset + count))
-            let first = offset == range.start
-            let written: EventLoopFuture<Bool> = channel.eventLoop.flatSubmit {
-                // On the loop, enqueued after the head's write (see "Ordering" above).
-                guard let context = try? channel.pipeline.syncOperations.context(handlerType: FileRegionWriter.self) else {
-                    // Gone mid-body only when the channel is being torn down.
-                    return first ? channel.eventLoop.makeSucceededFuture(false) : channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
-                }
-                let promise = channel.eventLoop.makePromise(of: Void.self)
-                context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.fileRegion(region))), promise: promise)
-                return promise.futureResult.map { true }
-            }
-            // `get()` ignores cancellation: cut the connection instead, which fails the pending write.
-            let wrote = try await withTaskCancellationHandler {
-                try await written.get()
-            } onCancel: {
-                channel.close(promise: nil)
-            }
-            guard wrote else { return .unavailable }
-            offset += count
-            sent(count)
+    static func write(_ file: BlobFile, range: ByteRange, to channel: any Channel, sent: @escaping (Int64) -> Void) async throws -> Outcome {
+        guard let stream = Stream(fd: file.fd, channel: channel, sent: sent) else { return .unavailable }
+        defer { stream.close() }
+        return try await stream.send(range.start..<(range.end + 1))
+    }
+
+    /// One response's regions of one file: a duplicated descriptor, written region by region. A reader of a fill
+    /// in flight sends the part already in the temp file this way and the rest from memory, through the same
+    /// connection, one after the other (ordering as above: a buffer written through the body writer is in the
+    /// pipeline, or enqueued on the loop, before the next region is enqueued; a region's write completed before
+    /// the next buffer is written).
+    final class Stream {
+        private let channel: any Channel
+        private let handle: NIOFileHandle
+        private let sent: (Int64) -> Void
+        private var sentAny = false
+
+        /// Duplicates `fd` (F_DUPFD_CLOEXEC: a descriptor of our own, which a child process must not inherit);
+        /// nil when it cannot.
+        init?(fd: Int32, channel: any Channel, sent: @escaping (Int64) -> Void) {
+            let dup = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+            guard dup >= 0 else { return nil }
+            handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: dup)
+            self.channel = channel
+            self.sent = sent
         }
-        return .sent
+
+        /// Closes the duplicate. Call once, after the last `send` returned: each `send` waits for its writes to
+        /// complete (cancelled or not), so NIO is done with the descriptor; NIO never closes a `FileRegion`'s handle.
+        func close() { try? handle.close() }
+
+        /// Writes the file's bytes `range` (offsets) as regions of at most `regionSize`.
+        /// - Returns: `.unavailable` when the connection takes no file regions and nothing was sent through this
+        ///   stream yet; `.sent` once every byte was written to the socket.
+        /// - Throws: the write's error; also `ChannelError.ioOnClosedChannel` when the `FileRegionWriter` is gone
+        ///   after earlier regions (the channel is being torn down).
+        func send(_ range: Range<Int64>) async throws -> Outcome {
+            var offset = range.lowerBound
+            while offset < range.upperBound {
+                let count = min(regionSize, range.upperBound - offset)
+                let region = FileRegion(fileHandle: handle, readerIndex: Int(offset), endIndex: Int(offset + count))
+                let first = !sentAny
+                let channel = channel
+                let written: EventLoopFuture<Bool> = channel.eventLoop.flatSubmit {
+                    // On the loop, enqueued after the head's write (see "Ordering" above).
+                    guard let context = try? channel.pipeline.syncOperations.context(handlerType: FileRegionWriter.self) else {
+                        // Gone mid-body only when the channel is being torn down.
+                        return first ? channel.eventLoop.makeSucceededFuture(false) : channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+                    }
+                    let promise = channel.eventLoop.makePromise(of: Void.self)
+                    context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.fileRegion(region))), promise: promise)
+                    return promise.futureResult.map { true }
+                }
+                // `get()` ignores cancellation: cut the connection instead, which fails the pending write.
+                let wrote = try await withTaskCancellationHandler {
+                    try await written.get()
+                } onCancel: {
+                    channel.close(promise: nil)
+                }
+                guard wrote else { return .unavailable }
+                sentAny = true
+                offset += count
+                sent(count)
+            }
+            return .sent
+        }
     }
 }

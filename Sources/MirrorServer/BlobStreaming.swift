@@ -18,36 +18,65 @@ enum BlobStreaming {
     /// Bytes a reader of a fill in flight waits for before it sends again, unless the blob ends sooner.
     static let wakeSize = 128 << 10
 
-    /// Writes a committed blob's range with `sendfile(2)` (`BlobSendfile`) when the connection takes file regions
-    /// (plaintext, `SendfileHTTP1Channel`); otherwise, and for fills in flight, with `pread` (`write`). Bytes sent
+    /// Writes a blob's range with `sendfile(2)` (`BlobSendfile`) where it can: when the connection takes file
+    /// regions (plaintext, `SendfileHTTP1Channel`), all of a committed file, and of a fill in flight the part
+    /// already in its temp file; everything else with `pread` or a copy from the fill's ring (`write`). Bytes sent
     /// by `sendfile` are counted into the access record through `writer` (`BodyBytesCounting`), as if written to it,
     /// and into `cove_cache_sendfile_bytes_total`.
-    static func writeCommitted(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, channel: any Channel,
-                               metrics: MirrorMetrics) async throws {
-        if case .file(let file) = body {
-            let counter = writer as? any BodyBytesCounting
-            let sent: (Int64) -> Void = { n in
-                counter?.countSent(n)
-                metrics.servedWithSendfile.increment(by: n)
-            }
-            if try await BlobSendfile.write(file, range: range, to: channel, sent: sent) == .sent { return }
+    /// - Parameter gone: fires when the client went away: a wait for fill bytes then ends.
+    static func writeWithSendfile(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, channel: any Channel,
+                                  metrics: MirrorMetrics, gone: ReaderGone? = nil) async throws {
+        let counter = writer as? any BodyBytesCounting
+        let sent: (Int64) -> Void = { n in
+            counter?.countSent(n)
+            metrics.servedWithSendfile.increment(by: n)
         }
-        try await write(body, range: range, to: &writer)
+        switch body {
+        case .file(let file):
+            if try await BlobSendfile.write(file, range: range, to: channel, sent: sent) == .sent { return }
+            try await write(body, range: range, to: &writer)
+        case .fill(let fill):
+            let stream = BlobSendfile.Stream(fd: fill.fd, channel: channel, sent: sent)
+            if stream != nil { fill.beginFileReads() }
+            defer {
+                if let stream {
+                    stream.close()
+                    fill.endFileReads()
+                }
+            }
+            try await write(body, range: range, to: &writer, gone: gone, sendfile: stream)
+        }
     }
 
-    /// - Parameter gone: fires when the client went away: a wait for fill bytes then ends (`CancellationError`).
-    static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, gone: ReaderGone? = nil) async throws {
+    /// - Parameters:
+    ///   - gone: fires when the client went away: a wait for fill bytes then ends (`CancellationError`).
+    ///   - sendfile: for a fill in flight on a connection that takes file regions: bytes already in the temp file
+    ///     go out with `sendfile(2)` from it, the newest ones (still only in the fill's ring) are copied.
+    static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, gone: ReaderGone? = nil,
+                      sendfile: BlobSendfile.Stream? = nil) async throws {
         var offset = range.start
         let end = range.end + 1
         let capacity = Int(min(Int64(chunkSize), range.count))
-        let boxes = (0..<4).map { _ in BufferBox(capacity: capacity) }
+        var boxes: [BufferBox] = []
         var next = 0
+        var sendfile = sendfile
         while offset < end {
             var available = end
             if case .fill(let fill) = body {
                 // Wake for a worthwhile amount (or the end), not for every small write of the transfer.
                 available = min(end, try await fill.waitForBytes(atLeast: min(end, offset + Int64(wakeSize)), gone: gone))
+                // Bytes the fill already wrote: from the page cache, no copy through this process.
+                let inFile = min(available, fill.bytesInFile)
+                if let stream = sendfile, inFile - offset >= Int64(wakeSize) || (inFile == end && inFile > offset) {
+                    let upTo = min(inFile, offset + BlobSendfile.regionSize)
+                    if try await stream.send(offset..<upTo) == .sent {
+                        offset = upTo
+                        continue
+                    }
+                    sendfile = nil
+                }
             }
+            if boxes.isEmpty { boxes = (0..<4).map { _ in BufferBox(capacity: capacity) } }
             let count = Int(min(Int64(chunkSize), available - offset))
             let box = boxes[next]
             next = (next + 1) % boxes.count

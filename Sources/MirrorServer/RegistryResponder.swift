@@ -223,11 +223,11 @@ public struct RegistryResponder: HTTPResponder {
                 if case .fill = body {
                     // A reader of a fill in flight may wait long (a stalled upstream): stop when the client leaves.
                     try await ClientGoneWatcher.watching(channel) { gone in
-                        try await BlobStreaming.write(body, range: span, to: &writer, gone: gone)
+                        try await BlobStreaming.writeWithSendfile(body, range: span, to: &writer, channel: channel, metrics: metrics, gone: gone)
                     }
                 } else {
                     // A committed file: sendfile(2) where the connection allows it, else pread.
-                    try await BlobStreaming.writeCommitted(body, range: span, to: &writer, channel: channel, metrics: metrics)
+                    try await BlobStreaming.writeWithSendfile(body, range: span, to: &writer, channel: channel, metrics: metrics)
                 }
             } catch {
                 logger.warning("blob response aborted", metadata: ["digest": "\(digest)", "error": "\(error)"])

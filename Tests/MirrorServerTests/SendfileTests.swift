@@ -31,8 +31,8 @@ struct SendfileTests {
         return out
     }
 
-    /// GETs each blob once (a fill, served by `pread` from the growing file) and waits until it is committed, so
-    /// the next GET is a warm hit.
+    /// GETs each blob once (a fill: its reader sends what the fill wrote by sendfile too, the newest bytes from
+    /// memory) and waits until it is committed, so the next GET is a warm hit.
     static func warm(_ cove: InProcessCove, _ blobs: [(Digest, [UInt8])], repository: String = "a") async throws {
         for (digest, bytes) in blobs {
             #expect(try await curl("\(cove.url)/v2/\(repository)/blobs/\(digest)", maxTime: 120).body == bytes)
@@ -42,6 +42,15 @@ struct SendfileTests {
 
     static func sendfileBytes(_ cove: InProcessCove) async throws -> Double {
         try await MetricsTests.scrape(cove).value("cove_cache_sendfile_bytes_total") ?? -1
+    }
+
+    /// Polls the status page's fill progress (bytes received) for at most 30 seconds.
+    static func fillReceived(_ cove: InProcessCove, atLeast bytes: Int64) async throws -> Bool {
+        for _ in 0..<1500 {
+            if let fill = await cove.mirror.status().fills.first, fill.bytes >= bytes { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
     }
 
     /// Access lines (info) whose message starts with `prefix`.
@@ -60,14 +69,15 @@ struct SendfileTests {
                                            logs: logs)
         defer { cove.stop() }
         try await Self.warm(cove, [(digest, bytes)])
-        #expect(try await Self.sendfileBytes(cove) == 0, "a fill in flight is served by pread")
+        let afterFill = try await Self.sendfileBytes(cove)
+        #expect(afterFill >= 0 && afterFill <= Double(bytes.count))
 
         let r = try await curl("\(cove.url)/v2/a/blobs/\(digest)", maxTime: 120)
         #expect(r.exitCode == 0 && r.status == 200)
         #expect(r.headers["content-length"] == "\(bytes.count)")
         #expect(r.body.count == bytes.count)
         #expect(r.body == bytes)
-        #expect(try await Self.sendfileBytes(cove) == Double(bytes.count))
+        #expect(try await Self.sendfileBytes(cove) == afterFill + Double(bytes.count))
         #expect(try await MetricsTests.scrape(cove).value("cove_cache_served_bytes_total") == Double(bytes.count))
         // The access line of the hit counts the bytes sendfile sent.
         let path = "/v2/a/blobs/\(digest)"
@@ -89,6 +99,7 @@ struct SendfileTests {
                                            logs: logs)
         defer { cove.stop() }
         try await Self.warm(cove, [(digest, bytes)])
+        let afterFill = try await Self.sendfileBytes(cove)
         let cases: [(header: String, first: Int, last: Int)] = [
             ("bytes=0-0", 0, 0),                                                              // first byte
             ("bytes=1000-2999", 1000, 2999),                                                  // middle
@@ -106,7 +117,7 @@ struct SendfileTests {
             #expect(r.body == Array(bytes[c.first...c.last]), "\(c.header)")
             expected += c.last - c.first + 1
         }
-        #expect(try await Self.sendfileBytes(cove) == Double(expected))
+        #expect(try await Self.sendfileBytes(cove) == afterFill + Double(expected))
         let path = "/v2/a/blobs/\(digest)"
         var lines: [LogCapture.Record] = []
         #expect(await eventually(5) { lines = Self.accessLines(logs, "GET \(path) 206"); return lines.count == cases.count })
@@ -115,7 +126,7 @@ struct SendfileTests {
         // Unsatisfiable stays a 416 with the JSON envelope, nothing sent by sendfile.
         let bad = try await curl("\(cove.url)/v2/a/blobs/\(digest)", headers: ["Range: bytes=\(n)-"])
         #expect(bad.status == 416 && bad.headers["content-range"] == "bytes */\(n)")
-        #expect(try await Self.sendfileBytes(cove) == Double(expected))
+        #expect(try await Self.sendfileBytes(cove) == afterFill + Double(expected))
     }
 
     /// Several responses on one connection, one after another and pipelined (all requests in one write): blobs by
@@ -132,6 +143,7 @@ struct SendfileTests {
         #expect(try await pull(cove, "team/app", tag: "v1", maxTime: 120).ok)
         #expect(await eventually(20) { image.blobs.allSatisfy { cove.isCached($0.0.description) } })
         try await Self.warm(cove, [(bigDigest, big)], repository: "team/app")
+        let afterFill = try await Self.sendfileBytes(cove)
         let blobPath = { (d: Digest) in "/v2/team/app/blobs/\(d)" }
         typealias Step = (request: String, head: Bool, check: @Sendable (RawHTTPConnection.Response) -> Bool)
         let layer = image.layers[0], config = image.config, manifest = image.manifest
@@ -164,7 +176,7 @@ struct SendfileTests {
         }
         #expect(pipelined == Array(repeating: true, count: steps.count), "pipelined")
         let perRound = layer.count + (Self.region + 1) + config.count + big.count
-        #expect(try await Self.sendfileBytes(cove) == Double(2 * perRound))
+        #expect(try await Self.sendfileBytes(cove) == afterFill + Double(2 * perRound))
     }
 
     /// A client that resets the connection in the middle of a sendfile body: the write fails, the response ends,
@@ -233,5 +245,49 @@ struct SendfileTests {
         let m = try await MetricsTests.scrape(cove)
         #expect(m.value("cove_cache_sendfile_bytes_total") == 0)
         #expect(m.value("cove_cache_served_bytes_total") == Double(n + 300))
+    }
+
+    /// A client that joins a fill in flight gets the bytes the fill already wrote by sendfile from its temp file
+    /// and the rest as they arrive; both clients byte-exact, one upstream fetch.
+    @Test func aLateReaderOfAFillSendsTheWrittenPartBySendfile() async throws {
+        let up = try await FaultUpstream.start()
+        defer { up.stop() }
+        let bytes = Self.content(12 << 20 + 333)
+        // 256 KiB every 20 ms: about a second for the whole blob.
+        let digest = up.addBlob(bytes, fault: .slow(chunk: 256 << 10, milliseconds: 20))
+        let cove = try await InProcessCove(upstream: up.url)
+        defer { cove.stop() }
+        let url = "\(cove.url)/v2/a/blobs/\(digest)"
+        async let first = curl(url, maxTime: 120)
+        // Join once several MiB are in the temp file (the ring holds at most 4 MiB of what was received).
+        #expect(try await Self.fillReceived(cove, atLeast: 6 << 20))
+        let second = try await curl(url, maxTime: 120)
+        #expect(try await first.body == bytes)
+        #expect(second.status == 200 && second.body == bytes)
+        #expect(up.count("GET", "/blobs/") == 1)
+        // At least what was surely in the file when the second client came.
+        #expect(try await Self.sendfileBytes(cove) >= Double(1 << 20))
+    }
+
+    /// A fill that fails verification while readers send its written part by sendfile: no client gets a whole
+    /// body, none hangs (a region of a file cut short would never complete), and the temp file goes.
+    @Test func aFailingFillWithSendfileReadersEndsEveryResponse() async throws {
+        let up = try await FaultUpstream.start()
+        defer { up.stop() }
+        let bytes = Self.content(10 << 20)
+        let digest = up.addBlob(bytes, fault: .corruptMiddle(chunk: 256 << 10, milliseconds: 15))
+        let cove = try await InProcessCove(upstream: up.url)
+        defer { cove.stop() }
+        let url = "\(cove.url)/v2/a/blobs/\(digest)"
+        async let early = concurrentGets(url, count: 2, maxTime: 60)
+        #expect(try await Self.fillReceived(cove, atLeast: 3 << 20))
+        async let late = concurrentGets(url, count: 2, maxTime: 60)
+        let results = try await early + late
+        for r in results {
+            #expect(r.exitCode != 28, "a response hung until curl's --max-time")
+            #expect(!(r.exitCode == 0 && r.status == 200 && r.body.count == bytes.count))
+        }
+        #expect(await eventually(10) { cove.tmpFiles().isEmpty })
+        #expect(!cove.isCached(digest.description))
     }
 }
