@@ -175,6 +175,14 @@ public final class BlobFill: Sendable {
         return pread(fd, buffer.baseAddress, count, off_t(offset))
     }
 
+    /// Copies up to `buffer.count` bytes at `offset` from the pipeline's ring only: a memory copy that never
+    /// blocks, so callers may run it on an async task. Only call for bytes `waitForBytes` reported visible.
+    /// - Returns: bytes copied, or nil when they must be read from the file (`read(into:at:)`).
+    public func readRecent(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int? {
+        guard let pipeline = pipeline.withLock({ $0 }), case .copied(let n) = pipeline.copyRecent(into: buffer, at: offset) else { return nil }
+        return n
+    }
+
     /// The writer's pipeline while its threads run (readers copy recent bytes from it); set by the writer.
     let pipeline = Mutex<FillPipeline?>(nil)
 

@@ -81,7 +81,10 @@ enum BlobStreaming {
             let box = boxes[next]
             next = (next + 1) % boxes.count
             let at = offset
-            try await NIOThreadPool.singleton.runIfActive { try box.fill(from: body, at: at, count: count) }
+            // The newest bytes of a fill are in its ring: a memory copy, no trip to the blocking-I/O pool.
+            var copied = false
+            if case .fill(let fill) = body { copied = box.fillFromRing(fill, at: at, count: count) }
+            if !copied { try await NIOThreadPool.singleton.runIfActive { try box.fill(from: body, at: at, count: count) } }
             let buffer = box.take()
             offset += Int64(buffer.readableBytes)
             try await writer.write(buffer)
@@ -110,6 +113,16 @@ enum BlobStreaming {
                 return max(0, n)
             }
             guard n > 0 else { throw BlobReadError() }
+        }
+
+        /// Replaces the contents with bytes at `offset` copied from `fill`'s ring; false (contents undefined)
+        /// when the ring does not hold them.
+        func fillFromRing(_ fill: BlobFill, at offset: Int64, count: Int) -> Bool {
+            buffer.clear()
+            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { ptr in
+                max(0, fill.readRecent(into: UnsafeMutableRawBufferPointer(rebasing: ptr[0..<count]), at: offset) ?? 0)
+            }
+            return n > 0
         }
 
         func take() -> ByteBuffer {
