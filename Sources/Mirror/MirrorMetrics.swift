@@ -20,8 +20,9 @@ public final class MirrorMetrics: Sendable {
     let manifestHit, manifestMiss, manifestStale, blobHit, blobMiss, blobJoin: Counter
     /// `cove_cache_served_bytes_total`: body bytes sent to clients from committed cache files.
     public let servedFromCache: Counter
-    /// `cove_cache_sendfile_bytes_total`: the part of those bytes sent with `sendfile(2)`, without a userspace copy
-    /// (plaintext listeners; over TLS every byte is read and encrypted).
+    /// `cove_cache_sendfile_bytes_total`: blob body bytes sent with `sendfile(2)`, without a userspace copy: from
+    /// committed files, and from fills in flight as far as their temp file holds them (plaintext listeners; over
+    /// TLS every byte is read and encrypted).
     public let servedWithSendfile: Counter
     /// `cove_upstream_received_bytes_total{kind}`: bytes received from upstreams for manifests and blob fills.
     let upstreamManifestBytes, upstreamBlobBytes: Counter
