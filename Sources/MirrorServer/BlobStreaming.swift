@@ -6,12 +6,13 @@ import NIOPosix
 
 /// Streams a byte range of a blob to a response body writer.
 ///
-/// Reads are large (up to 1 MiB) `pread`s on NIO's blocking-I/O thread pool, so a cold disk never stalls an
-/// event loop. Each response rotates through two buffers and reuses their storage once the channel has let go
-/// of it: allocating a fresh megabyte per chunk made glibc's per-thread arenas grow to gigabytes with 32
-/// clients (bench/RESULTS.md). From a fill in flight the writer sends whatever has landed (and verified, for
-/// the last byte) and waits on the fill's notification for more; a failed fill throws, which aborts the
-/// connection so the client never sees a complete body.
+/// Where it cannot `sendfile` (TLS, or the newest bytes of a fill), it copies into buffers: `pread`s of up to
+/// 256 KiB on NIO's blocking-I/O thread pool, so a cold disk never stalls an event loop, or, for bytes still in a
+/// fill's ring, a memory copy on the task itself. Each response rotates through four buffers and reuses their
+/// storage once the channel has let go of it: allocating a fresh buffer per chunk made glibc's per-thread arenas
+/// grow to gigabytes with 32 clients (bench/RESULTS.md). From a fill in flight the writer sends whatever has
+/// landed (and verified, for the last byte) and waits on the fill's notification for more; a failed fill throws,
+/// which aborts the connection so the client never sees a complete body.
 enum BlobStreaming {
     /// Largest single read, in bytes.
     static let chunkSize = 256 << 10
