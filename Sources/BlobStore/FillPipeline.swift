@@ -58,6 +58,8 @@ final class FillPipeline: @unchecked Sendable {
     private var copying = 0
     /// Bumped by `restart`: a reader's copy taken across it is discarded.
     private var generation = 0
+    /// The file holds bytes up to here (the most ever written; a restart rewrites them without truncating).
+    private var fileEnd: Int64 = 0
 
     /// Runs on the writer thread before each write (tests hold the writer back with it to see what readers get).
     var beforeWrite: (@Sendable () -> Void)?
@@ -82,6 +84,7 @@ final class FillPipeline: @unchecked Sendable {
         guard !started, Self.enabled else { return }
         started = true
         base = offset
+        fileEnd = max(fileEnd, offset)
         produced = 0; claimed = 0; written = 0; hashed = 0
         stopping = false; aborting = false; failure = nil
         ring = .allocate(byteCount: Self.capacity, alignment: 4096)
@@ -186,13 +189,13 @@ final class FillPipeline: @unchecked Sendable {
     func copyRecent(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Recent {
         lock.lock()
         guard let ring, offset >= base, !buffer.isEmpty else {
-            let end = ring == nil ? Int64.max : base + Int64(written)
+            let end = ring == nil ? Int64.max : fileEnd
             lock.unlock()
             return .inFile(before: end)
         }
         let position = Int(offset - base)
         guard position >= claimed - Self.capacity, position < produced else {
-            let end = base + Int64(written)
+            let end = fileEnd
             lock.unlock()
             return .inFile(before: end)
         }
@@ -210,7 +213,7 @@ final class FillPipeline: @unchecked Sendable {
         copying -= 1
         // The producer may have claimed the space while we copied; everything it may overwrite is written.
         let intact = generation == self.generation && position >= claimed - Self.capacity
-        let end = base + Int64(written)
+        let end = fileEnd
         if copying == 0, stopping { lock.broadcast() }
         lock.unlock()
         return intact ? .copied(count) : .inFile(before: end)
@@ -260,6 +263,7 @@ final class FillPipeline: @unchecked Sendable {
             // A `restart` in between cannot happen: it drains first, and this run was pending.
             if work == .write {
                 written += n
+                fileEnd = max(fileEnd, base + Int64(written))
                 // Told under the lock, so a `restart` right after cannot be overtaken by a stale offset.
                 onWritten(base + Int64(written))
             } else {

@@ -112,6 +112,23 @@ struct BlobFillTests {
         #expect(await eventually { cove.isCached(digest.description) })
     }
 
+    /// The same through the fill pipeline (a blob over 1 MiB) with several readers: the restarted body rewrites
+    /// the temp file without cutting it under them, and everyone gets the blob byte-exact.
+    @Test func upstreamIgnoringRangeRestartsAPipelinedFillUnderItsReaders() async throws {
+        let up = try await FaultUpstream.start()
+        defer { up.stop() }
+        let bytes = FaultUpstream.randomBytes(9 << 20 + 5)
+        let digest = up.addBlob(bytes, fault: .dropAndIgnoreRange(after: 5 << 20))
+        let cove = try await InProcessCove(upstream: up.url)
+        defer { cove.stop() }
+        let results = try await concurrentGets("\(cove.url)/v2/a/blobs/\(digest)", count: 4)
+        for r in results { #expect(r.status == 200 && r.body == bytes) }
+        #expect(up.count("GET", "/blobs/") == 2)
+        #expect(await eventually { cove.isCached(digest.description) })
+        let again = try await curl("\(cove.url)/v2/a/blobs/\(digest)")
+        #expect(again.status == 200 && again.body == bytes)
+    }
+
     @Test func rangesOnAFillInFlightAndOnTheCachedBlob() async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
