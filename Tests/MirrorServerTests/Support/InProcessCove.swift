@@ -83,12 +83,17 @@ final class InProcessCove: Sendable {
         fatalError("unreachable")
     }
 
-    /// An endpoint with short test timeouts (seconds).
+    /// An endpoint with test timeouts (seconds). The defaults are generous on purpose: ~60 suites run at once on
+    /// a 2-core CI machine, where an in-process fixture can take several seconds to answer a healthy request (a
+    /// 2 s connect / 5 s request limit failed healthy pulls there). Tests about a timeout pass their own short
+    /// limits; `lowSpeedTime` bounds blob transfers that stall.
     static func endpoint(_ url: String, credentials: Credentials? = nil, resolveTags: Bool = true,
-                         connectTimeout: Double = 2, requestTimeout: Double = 5) -> UpstreamConfiguration {
+                         connectTimeout: Double = 10, requestTimeout: Double = 30, lowSpeedTime: Double = 30) -> UpstreamConfiguration {
         UpstreamConfiguration(url: url, credentials: credentials,
-                              requestLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: 5, totalTimeout: requestTimeout),
-                              blobLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: 5), resolveTags: resolveTags)
+                              requestLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: lowSpeedTime,
+                                                            totalTimeout: requestTimeout),
+                              blobLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: lowSpeedTime),
+                              resolveTags: resolveTags)
     }
 
     /// Stops serving; the storage is deleted unless `keepStorage`. With `keepStorage` the mirror is released
