@@ -123,7 +123,7 @@ struct BoundedWaitTests {
         // libcurl checks the head deadline about once a second while idle (within the slack).
         #expect(seconds < Self.requestTimeout + Self.slack, "answered after \(seconds) s")
         #expect(up.cdnRequests.count >= 1)
-        #expect(await eventually(5) { cove.tmpFiles().isEmpty })
+        #expect(await eventually(20) { cove.tmpFiles().isEmpty })
     }
 
     /// With the real defaults (no injected timeouts): a stalled token realm still gets the client an answer

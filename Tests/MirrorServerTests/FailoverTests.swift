@@ -248,7 +248,7 @@ struct FailoverTests {
         let r = try await curl("\(cove.url)/v2/team/app/blobs/\(layer)")
         #expect(!(r.exitCode == 0 && r.status == 200 && r.body.count == image.layers[0].count))
         #expect(r.body != image.layers[0] || r.exitCode != 0)
-        #expect(await eventually(5) { cove.tmpFiles().isEmpty })
+        #expect(await eventually(20) { cove.tmpFiles().isEmpty })
         #expect(!cove.isCached(layer.description))
 
         let m = try await curl("\(cove.url)/v2/team/app/manifests/\(genuine.digest)")

@@ -184,8 +184,9 @@ func curl(_ url: String, method: String = "GET", headers: [String] = [], maxTime
     return CurlResult(exitCode: code, status: status, headers: fields, body: body)
 }
 
-/// Polls `condition` every 50 ms for at most `seconds`.
-func eventually(_ seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+/// Polls `condition` every 50 ms for at most `seconds` (generous by default: waiting longer costs only a failing
+/// test time, and a loaded CI machine can take seconds to write a log line or finish a fill).
+func eventually(_ seconds: Double = 20, _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while ContinuousClock.now < deadline {
         if condition() { return true }
