@@ -55,10 +55,13 @@ struct FailoverTests {
         defer { cove.stop() }
         let registry = try #require(cove.registry("registry.test"))
 
-        let m = try await curl("\(cove.url)/v2/team/app/manifests/v1")
+        let (m, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1") }
         #expect(m.status == 200 && m.body == image.manifest)
         #expect(seq.labels(containing: "/manifests/v1") == ["a", "b", "c"])
         #expect(registry.endpoints[0].coolingFor() != nil && registry.endpoints[1].coolingFor() != nil)
+        // The whole configured cool-down, counted from the failures during that GET (however long it took).
+        let cooling = registry.endpoints[0].coolingFor() ?? 0
+        #expect(cooling > 15 - seconds - 2 && cooling <= 15, "a cools for \(cooling) s after a \(seconds) s GET")
         #expect(registry.endpoints[0].lastError?.contains("503") == true)
         #expect(registry.endpoints[1].lastError?.contains("500") == true)
 
