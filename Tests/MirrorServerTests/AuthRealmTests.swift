@@ -143,7 +143,10 @@ struct AuthRealmTests {
     @Test func aTokenThatExpiresDuringALongPullIsRefreshedNotReused() async throws {
         let realm = try await TokenRealm.start()
         defer { realm.stop() }
-        realm.settings.withLock { $0.expiresIn = 2 }
+        // Each token must outlive the requests made with it (two, then three curls): 2 s did not on a loaded CI
+        // machine, where a curl through Cove took seconds. Cove keeps a token for 90 % of it: 18 s.
+        let lifetime = 20
+        realm.settings.withLock { $0.expiresIn = lifetime }
         let hub = try await Self.hub(realm: realm)
         defer { hub.stop() }
         let image = hub.addImage("library/busybox", tag: "latest", layers: 3)
@@ -156,7 +159,7 @@ struct AuthRealmTests {
         #expect(config.status == 200 && config.body == image.config)
         #expect(realm.issuedCount == 1)
         // The layers come after the first token's lifetime.
-        try await Task.sleep(for: .milliseconds(2300))
+        try await Task.sleep(for: .milliseconds(lifetime * 1000 + 300))
         for (digest, bytes) in zip(image.layerDigests, image.layers) {
             let r = try await curl("\(cove.url)/v2/busybox/blobs/\(digest)")
             #expect(r.status == 200 && r.body == bytes)
@@ -171,8 +174,10 @@ struct AuthRealmTests {
     @Test func aTokenRefusedBeforeItsAnnouncedExpiryIsReplacedNotReused() async throws {
         let realm = try await TokenRealm.start()
         defer { realm.stop() }
-        // The realm says 300 s, but the registry stops accepting the token after 1 s (revoked, clock skew...).
-        realm.settings.withLock { $0.expiresIn = 300; $0.serverLifetime = 1 }
+        // The realm says 300 s, but the registry stops accepting the token after 15 s (revoked, clock skew...): long
+        // enough for the requests made with one token on a loaded CI machine (1 s was not).
+        let serverLifetime = 15
+        realm.settings.withLock { $0.expiresIn = 300; $0.serverLifetime = Double(serverLifetime) }
         let hub = try await Self.hub(realm: realm)
         defer { hub.stop() }
         let image = hub.addImage("library/busybox", tag: "latest", layers: 2)
@@ -181,7 +186,7 @@ struct AuthRealmTests {
 
         let m = try await curl("\(cove.url)/v2/busybox/manifests/latest")
         #expect(m.status == 200)
-        try await Task.sleep(for: .milliseconds(1200))
+        try await Task.sleep(for: .milliseconds(serverLifetime * 1000 + 200))
         let first = try await curl("\(cove.url)/v2/busybox/blobs/\(image.layerDigests[0])")
         #expect(first.status == 200 && first.body == image.layers[0])
         let attempts = hub.requests("GET", "/blobs/\(image.layerDigests[0])")

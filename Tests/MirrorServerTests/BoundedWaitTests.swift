@@ -7,10 +7,16 @@ import Upstream
 /// Bounded waits (issue 7, item 5): an upstream leg that accepts the connection and never answers (token realm,
 /// registry, HEAD revalidation, tag list, blob HEAD, CDN after a redirect) gives the client Cove's own answer —
 /// 503 `UNAVAILABLE` naming the stalled host, or the stale cached manifest — within the operation's deadline.
-/// Most tests inject a 2 s `request_timeout`; one runs with the real defaults.
+/// Most tests inject a 4 s `request_timeout`; one runs with the real defaults.
 @Suite("Bounded waits on stalled upstream legs", .serialized)
 struct BoundedWaitTests {
-    static let requestTimeout = 2.0
+    /// Long enough for the healthy legs (the in-process upstream's 401, a warm-up GET) on a loaded 2-core CI
+    /// machine, where 2 s was not.
+    static let requestTimeout = 4.0
+    /// What a loaded CI machine adds to an answer's wall time (starting curl, scheduling the in-process servers:
+    /// one curl through Cove took 6.6 s there, 0.1 s alone). Every stalled leg hangs 30 s and curl gives up after
+    /// 20 s, so `requestTimeout + slack` (12 s) still fails a wait that is not bounded.
+    static let slack = 8.0
 
     static func cove(_ up: FaultUpstream, requestTimeout: Double = requestTimeout, connectTimeout: Double = 1,
                      configuration: MirrorConfiguration = MirrorConfiguration()) async throws -> InProcessCove {
@@ -38,7 +44,9 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1", maxTime: 20) }
         Self.expectUnavailable(r, naming: "127.0.0.1:\(realm.port)", "stalled token realm")
-        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
+        #expect(seconds < Self.requestTimeout + Self.slack, "answered after \(seconds) s")
+        // Asked once. A loaded realm fixture may read the request only after Cove has given up on it.
+        #expect(await eventually(10) { realm.requests.withLock { $0.count } >= 1 })
         #expect(realm.requests.withLock { $0.count } == 1)
     }
 
@@ -60,14 +68,15 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)\(leg.path)", maxTime: 20) }
         Self.expectUnavailable(r, naming: "127.0.0.1:\(up.port)", "stalled \(leg)")
-        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
+        #expect(seconds < Self.requestTimeout + Self.slack, "answered after \(seconds) s")
     }
 
     @Test func aRevalidationHEADThatNeverAnswersServesTheStaleManifest() async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
         let image = up.addImage("team/app", tag: "v1")
-        let cove = try await Self.cove(up, configuration: MirrorConfiguration(tagTTL: 0.3))
+        // A 20 s request timeout, so the bound below shows the quick (connect timeout) limit, not the request's.
+        let cove = try await Self.cove(up, requestTimeout: 20, configuration: MirrorConfiguration(tagTTL: 0.3))
         defer { cove.stop() }
         #expect(try await curl("\(cove.url)/v2/team/app/manifests/v1").body == image.manifest)
 
@@ -76,8 +85,8 @@ struct BoundedWaitTests {
         let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1", maxTime: 20) }
         #expect(r.status == 200 && r.body == image.manifest)
         #expect(r.headers["warning"]?.hasPrefix("110") == true && r.headers["x-cove-cache"] == "stale", "\(r.headers)")
-        // The HEAD is bounded by the connect timeout (1 s): a cached answer is waiting.
-        #expect(seconds < 1 + 3, "answered after \(seconds) s")
+        // The HEAD is bounded by the connect timeout (1 s), not the 20 s request timeout: a cached answer is waiting.
+        #expect(seconds < 1 + Self.slack, "answered after \(seconds) s")
         #expect(up.count("HEAD", "/manifests/v1") == 1)
     }
 
@@ -92,11 +101,11 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)\(path)", method: "HEAD", maxTime: 20) }
         #expect(r.status == 503, "\(r.status)")
-        #expect(seconds < Self.requestTimeout + 3, "answered after \(seconds) s")
+        #expect(seconds < Self.requestTimeout + Self.slack, "answered after \(seconds) s")
         // HEAD has no body; the same request as GET shows the message (and is bounded the same way).
         let (g, getSeconds) = try await timed { try await curl("\(cove.url)\(path)", maxTime: 20) }
         Self.expectUnavailable(g, naming: "127.0.0.1:\(up.port)", "stalled blob GET")
-        #expect(getSeconds < Self.requestTimeout + 2.5, "answered after \(getSeconds) s")
+        #expect(getSeconds < Self.requestTimeout + Self.slack, "answered after \(getSeconds) s")
     }
 
     /// The registry redirects the blob GET to a CDN that accepts and never answers: the fill's wait for a
@@ -111,10 +120,10 @@ struct BoundedWaitTests {
 
         let (r, seconds) = try await timed { try await curl("\(cove.url)/v2/x/blobs/\(digest)", maxTime: 20) }
         Self.expectUnavailable(r, naming: "127.0.0.1:\(up.cdnPort)", "stalled CDN")
-        // libcurl checks the head deadline about once a second while idle.
-        #expect(seconds < Self.requestTimeout + 2.5, "answered after \(seconds) s")
+        // libcurl checks the head deadline about once a second while idle (within the slack).
+        #expect(seconds < Self.requestTimeout + Self.slack, "answered after \(seconds) s")
         #expect(up.cdnRequests.count >= 1)
-        #expect(await eventually(5) { cove.tmpFiles().isEmpty })
+        #expect(await eventually(20) { cove.tmpFiles().isEmpty })
     }
 
     /// With the real defaults (no injected timeouts): a stalled token realm still gets the client an answer

@@ -175,7 +175,7 @@ struct FaultClassificationTests {
         let first = try await curl("\(cove.url)/v2/team/app/blobs/\(bad)")
         // The readers of a fill that fails verification are aborted: never a complete wrong (or right) body.
         #expect(first.exitCode != 0 || first.status != 200)
-        #expect(await eventually(5) { registry.endpoints[0].servedBad(bad.description) })
+        #expect(await eventually(20) { registry.endpoints[0].servedBad(bad.description) })
         #expect(registry.endpoints[0].coolingFor() == nil)
 
         let second = try await curl("\(cove.url)/v2/team/app/blobs/\(bad)")

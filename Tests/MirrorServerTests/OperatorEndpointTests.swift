@@ -22,7 +22,7 @@ struct OperatorEndpointTests {
         #expect(try await curl("\(cove.url)/readyz", method: "HEAD").status == 200)
         let base = try await curl("\(cove.url)/v2/")
         #expect(base.status == 200)
-        #expect(await eventually(5) { logs.all.contains { $0.message == "GET /v2/ 200" } })
+        #expect(await eventually(20) { logs.all.contains { $0.message == "GET /v2/ 200" } })
         #expect(!logs.all.contains { $0.message.contains("/healthz") || $0.message.contains("/readyz") })
         // Other non-/v2 paths keep their 404 JSON envelope.
         let other = try await curl("\(cove.url)/nothing-here")
@@ -71,7 +71,7 @@ struct OperatorEndpointTests {
         let manifestPath = "/v2/team/app/manifests/v1"
         let layerPath = "/v2/team/app/blobs/\(image.layerDigests[0])"
         var access: [LogCapture.Record] = []
-        #expect(await eventually(5) {
+        #expect(await eventually(20) {
             access = logs.all.filter { $0.level == .info && ($0.message.hasPrefix("GET \(manifestPath) ") || $0.message.hasPrefix("GET \(layerPath) ")) }
             return access.count == 4
         }, "\(access.map(\.text))")
@@ -93,7 +93,7 @@ struct OperatorEndpointTests {
         #expect(cove.mirror.metrics.topRepositories().map(\.repository) == ["upstream.test/team/app"])
         // HEAD: logged with 0 bytes and its outcome.
         #expect(try await curl("\(cove.url)\(layerPath)", method: "HEAD").status == 200)
-        #expect(await eventually(5) {
+        #expect(await eventually(20) {
             logs.all.contains { $0.message == "HEAD \(layerPath) 200" && $0.metadata["bytes"] == "0" && $0.metadata["cache"] == "hit" }
         })
     }

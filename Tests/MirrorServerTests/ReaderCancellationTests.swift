@@ -12,16 +12,18 @@ struct ReaderCancellationTests {
     @Test func readersOfAStalledFillStopWaitingWhenTheirClientsLeave() async throws {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
-        // 4 KiB arrive, then the upstream pauses for 15 s: the fill stalls below every reader's wake threshold.
+        // 4 KiB arrive, then the upstream pauses for 60 s (longer than the whole test): the fill stalls below every
+        // reader's wake threshold, so only their clients leaving can end the readers' wait.
         let bytes = FaultUpstream.randomBytes(1 << 20)
-        let digest = up.addBlob(bytes, fault: .slow(chunk: 4096, milliseconds: 15000))
+        let digest = up.addBlob(bytes, fault: .slow(chunk: 4096, milliseconds: 60000))
         let cove = try await InProcessCove(upstream: up.url)
         defer { cove.stop() }
 
-        // Four clients that give up after 4 s (curl closes the connection).
-        async let clients = concurrentGets("\(cove.url)/v2/a/blobs/\(digest)", count: 4, maxTime: 4)
+        // Four clients that give up after 12 s (curl closes the connection). On a loaded CI machine starting four
+        // curls and parking their readers took longer than the 4 s this once allowed.
+        async let clients = concurrentGets("\(cove.url)/v2/a/blobs/\(digest)", count: 4, maxTime: 12)
         var fill: BlobFill?
-        for _ in 0..<250 where fill == nil {
+        for _ in 0..<600 where fill == nil {
             if let f = await cove.mirror.fillInFlight(digest), f.parkedReaders == 4 { fill = f } else { try await Task.sleep(for: .milliseconds(20)) }
         }
         let parked = fill != nil
@@ -29,7 +31,7 @@ struct ReaderCancellationTests {
         let results = try await clients
         #expect(results.allSatisfy { $0.exitCode == 28 }, "the clients timed out")
         let f = try #require(fill)
-        #expect(await eventually(5) { f.parkedReaders == 0 }, "every parked reader stopped when its client left")
+        #expect(await eventually(10) { f.parkedReaders == 0 }, "every parked reader stopped when its client left")
         #expect(await cove.mirror.fillInFlight(digest) != nil, "the fill goes on")
     }
 }

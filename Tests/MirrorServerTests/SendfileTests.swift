@@ -82,7 +82,7 @@ struct SendfileTests {
         // The access line of the hit counts the bytes sendfile sent.
         let path = "/v2/a/blobs/\(digest)"
         var lines: [LogCapture.Record] = []
-        #expect(await eventually(5) { lines = Self.accessLines(logs, "GET \(path) 200"); return lines.count == 2 })
+        #expect(await eventually(20) { lines = Self.accessLines(logs, "GET \(path) 200"); return lines.count == 2 })
         #expect(lines.last?.metadata["cache"] == "hit")
         #expect(lines.allSatisfy { $0.metadata["bytes"] == "\(bytes.count)" && $0.metadata["aborted"] == nil }, "\(lines.map(\.text))")
         #expect(up.count("GET", "/blobs/") == 1)
@@ -120,7 +120,7 @@ struct SendfileTests {
         #expect(try await Self.sendfileBytes(cove) == afterFill + Double(expected))
         let path = "/v2/a/blobs/\(digest)"
         var lines: [LogCapture.Record] = []
-        #expect(await eventually(5) { lines = Self.accessLines(logs, "GET \(path) 206"); return lines.count == cases.count })
+        #expect(await eventually(20) { lines = Self.accessLines(logs, "GET \(path) 206"); return lines.count == cases.count })
         let logged = lines.compactMap { $0.metadata["bytes"].flatMap { Int($0) } }.sorted()
         #expect(logged == cases.map { $0.last - $0.first + 1 }.sorted(), "\(lines.map(\.text))")
         // Unsatisfiable stays a 416 with the JSON envelope, nothing sent by sendfile.
@@ -215,7 +215,7 @@ struct SendfileTests {
         #expect(await eventually(10) { cove.mirror.cacheUse.readers(of: key) == 0 }, "the lease is released")
         let path = "/v2/a/blobs/\(digest)"
         var line: LogCapture.Record?
-        #expect(await eventually(5) { line = Self.accessLines(logs, "GET \(path) 200").first; return line != nil })
+        #expect(await eventually(20) { line = Self.accessLines(logs, "GET \(path) 200").first; return line != nil })
         #expect(line?.metadata["aborted"] != nil, "\(line?.text ?? "")")
         #expect(Int(line?.metadata["bytes"] ?? "") ?? .max < bytes.count)
         let evicted = try await cove.mirror.collectGarbage()

@@ -20,8 +20,10 @@ struct StalenessTests {
         let up = try await FaultUpstream.start()
         defer { up.stop() }
         let v1 = up.addImage("team/app", tag: "v1")
+        // Two requests must fit inside one TTL; on a loaded CI machine two curls took longer than 3 s.
+        let ttl = 10.0
         let cove = try await InProcessCove(registries: [RegistryConfiguration(name: "registry.test", endpoints: [InProcessCove.endpoint(up.url)])],
-                                           configuration: MirrorConfiguration(tagTTL: Self.ttl))
+                                           configuration: MirrorConfiguration(tagTTL: ttl))
         defer { cove.stop() }
         let url = "\(cove.url)/v2/team/app/manifests/v1"
 
@@ -32,7 +34,7 @@ struct StalenessTests {
         #expect(up.allRequests.count == 1)
 
         // After the TTL: one HEAD, no GET (the digest did not change), and the tag is fresh again.
-        try await Task.sleep(for: .milliseconds(Int(Self.ttl * 1000) + 150))
+        try await Task.sleep(for: .milliseconds(Int(ttl * 1000) + 150))
         let revalidated = try await curl(url)
         #expect(revalidated.status == 200 && revalidated.body == v1.manifest)
         #expect(revalidated.headers["x-cove-cache"] == nil && revalidated.headers["warning"] == nil)
@@ -42,7 +44,7 @@ struct StalenessTests {
 
         // The tag moves upstream: after the TTL, HEAD sees a new digest and only then Cove GETs it.
         let v2 = up.addImage("team/app", tag: "v1")
-        try await Task.sleep(for: .milliseconds(Int(Self.ttl * 1000) + 150))
+        try await Task.sleep(for: .milliseconds(Int(ttl * 1000) + 150))
         let moved = try await curl(url, method: "HEAD")
         #expect(moved.status == 200 && moved.headers["docker-content-digest"] == v2.digest.description)
         #expect(moved.headers["content-length"] == String(v2.manifest.count))

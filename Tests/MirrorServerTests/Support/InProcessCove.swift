@@ -83,12 +83,17 @@ final class InProcessCove: Sendable {
         fatalError("unreachable")
     }
 
-    /// An endpoint with short test timeouts (seconds).
+    /// An endpoint with test timeouts (seconds). The defaults are generous on purpose: ~60 suites run at once on
+    /// a 2-core CI machine, where an in-process fixture can take several seconds to answer a healthy request (a
+    /// 2 s connect / 5 s request limit failed healthy pulls there). Tests about a timeout pass their own short
+    /// limits; `lowSpeedTime` bounds blob transfers that stall.
     static func endpoint(_ url: String, credentials: Credentials? = nil, resolveTags: Bool = true,
-                         connectTimeout: Double = 2, requestTimeout: Double = 5) -> UpstreamConfiguration {
+                         connectTimeout: Double = 10, requestTimeout: Double = 30, lowSpeedTime: Double = 30) -> UpstreamConfiguration {
         UpstreamConfiguration(url: url, credentials: credentials,
-                              requestLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: 5, totalTimeout: requestTimeout),
-                              blobLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: 5), resolveTags: resolveTags)
+                              requestLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: lowSpeedTime,
+                                                            totalTimeout: requestTimeout),
+                              blobLimits: TransferLimits(connectTimeout: connectTimeout, lowSpeedLimit: 1, lowSpeedTime: lowSpeedTime),
+                              resolveTags: resolveTags)
     }
 
     /// Stops serving; the storage is deleted unless `keepStorage`. With `keepStorage` the mirror is released
@@ -179,8 +184,9 @@ func curl(_ url: String, method: String = "GET", headers: [String] = [], maxTime
     return CurlResult(exitCode: code, status: status, headers: fields, body: body)
 }
 
-/// Polls `condition` every 50 ms for at most `seconds`.
-func eventually(_ seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+/// Polls `condition` every 50 ms for at most `seconds` (generous by default: waiting longer costs only a failing
+/// test time, and a loaded CI machine can take seconds to write a log line or finish a fill).
+func eventually(_ seconds: Double = 20, _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while ContinuousClock.now < deadline {
         if condition() { return true }
