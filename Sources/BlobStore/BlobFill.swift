@@ -294,6 +294,10 @@ public final class BlobFillWriter: @unchecked Sendable {
     private let pipeline: FillPipeline
     private var written: Int64 = 0
     private var restarted = false
+    /// After a restart, the temp file's bytes below this offset are an earlier attempt's, which readers may already
+    /// have sent: the restarted body must repeat them exactly (checked as it arrives) or the fill fails, since
+    /// verification covers only the restarted body.
+    private var earlierEnd: Int64 = 0
     private var expectedSize: Int64?
     /// The largest blob accepted, in bytes (nil: no limit).
     public var sizeLimit: Int64?
@@ -358,6 +362,8 @@ public final class BlobFillWriter: @unchecked Sendable {
     /// Starts over from byte 0 (the upstream ignored a resume Range and sent the whole blob again).
     public func restart() {
         pipeline.restart()
+        // After the drain in `pipeline.restart`: every earlier byte is in the file.
+        earlierEnd = max(earlierEnd, Self.fileSize(fill.fd))
         written = 0
         restarted = true
         // No truncation: readers keep their offsets (and may be reading or sending the file's bytes right now);
@@ -367,12 +373,13 @@ public final class BlobFillWriter: @unchecked Sendable {
 
     /// Writes `bytes` at the end of the temp file and hashes them.
     /// - Throws: `BlobStoreError.io` on a write error, `.tooLarge` past `sizeLimit`, `.sizeMismatch` past the
-    ///   announced size.
+    ///   announced size, `.contentChanged` when a restarted body differs from the earlier attempt's bytes.
     public func append(_ bytes: UnsafeRawBufferPointer) throws(BlobStoreError) {
         let newTotal = written + Int64(bytes.count)
         if let expectedSize, newTotal > expectedSize { throw .sizeMismatch(expected: expectedSize, actual: newTotal) }
         if let sizeLimit, newTotal > sizeLimit { throw .tooLarge(limit: sizeLimit) }
         guard !bytes.isEmpty else { return }
+        if written < earlierEnd { try matchEarlierAttempt(bytes) }
         if newTotal > Self.pipelineThreshold { startPipeline() }
         try pipeline.append(bytes, at: written)
         written = newTotal
@@ -431,6 +438,34 @@ public final class BlobFillWriter: @unchecked Sendable {
             throw error
         }
         return true
+    }
+
+    /// Compares the start of `bytes` (due at `written`) with what the file holds there from an earlier attempt,
+    /// up to `earlierEnd`. Those file bytes are not overwritten yet: the pipeline writes only below `written`.
+    /// - Throws: `.contentChanged` at the first differing byte, `.io` when the file cannot be read.
+    private func matchEarlierAttempt(_ bytes: UnsafeRawBufferPointer) throws(BlobStoreError) {
+        let count = Int(min(Int64(bytes.count), earlierEnd - written))
+        let step = min(count, 256 << 10)
+        var failure: BlobStoreError?
+        withUnsafeTemporaryAllocation(byteCount: step, alignment: 16) { scratch in
+            var done = 0
+            while done < count {
+                let n = min(step, count - done)
+                let got = pread(fill.fd, scratch.baseAddress, n, off_t(written) + off_t(done))
+                if got < 0, errno == EINTR { continue }
+                guard got > 0 else {
+                    failure = .io("read \(fill.tmpPath) at \(written + Int64(done)) failed: \(got < 0 ? String(cString: strerror(errno)) : "end of file")")
+                    return
+                }
+                if memcmp(scratch.baseAddress!, bytes.baseAddress! + done, got) != 0 {
+                    let first = (0..<got).first { scratch[$0] != bytes[done + $0] } ?? 0
+                    failure = .contentChanged(offset: written + Int64(done + first))
+                    return
+                }
+                done += got
+            }
+        }
+        if let failure { throw failure }
     }
 
     private static func fileSize(_ fd: Int32) -> Int64 {

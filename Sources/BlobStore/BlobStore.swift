@@ -198,6 +198,9 @@ public enum BlobStoreError: Error, Sendable, Equatable, CustomStringConvertible 
     case inUse(String)
     /// The file system is full (ENOSPC) or the quota is exhausted (EDQUOT); the message names the path.
     case noSpace(String)
+    /// A body restarted from byte 0 differs, at this offset, from the earlier attempt's bytes that readers may
+    /// already have been sent (the upstream's content changed, or one of the attempts was corrupt).
+    case contentChanged(offset: Int64)
 
     public var description: String {
         switch self {
@@ -207,6 +210,7 @@ public enum BlobStoreError: Error, Sendable, Equatable, CustomStringConvertible 
         case .tooLarge(let l): "blob larger than the limit of \(l) bytes"
         case .inUse(let m): m
         case .noSpace(let m): "no space left on the storage file system: \(m)"
+        case .contentChanged(let o): "the body sent again from byte 0 differs from the first attempt at byte \(o)"
         }
     }
 }

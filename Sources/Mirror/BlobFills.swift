@@ -196,7 +196,7 @@ actor BlobFills {
 extension BlobFills {
     static func isVerificationFailure(_ e: BlobStoreError) -> Bool {
         switch e {
-        case .digestMismatch, .sizeMismatch: true
+        case .digestMismatch, .sizeMismatch, .contentChanged: true
         default: false
         }
     }
@@ -271,6 +271,10 @@ final class FillSink: BodySink, @unchecked Sendable {
     }
 
     private func refusal(_ error: BlobStoreError) -> DistributionError {
+        if case .contentChanged = error {
+            // Bad bytes from the upstream, like a digest mismatch (README error table: 502).
+            return DistributionError(.unavailable, "blob \(writer.digest) failed verification: \(error)", status: 502)
+        }
         if case .tooLarge(let limit) = error {
             return DistributionError(.sizeInvalid, "blob exceeds this mirror's size limit of \(limit) bytes")
         }

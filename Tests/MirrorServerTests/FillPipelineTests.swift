@@ -197,6 +197,59 @@ struct FillPipelineTests {
         #expect(await eventually { cove.tmpFiles().isEmpty })
         #expect(!cove.isCached(digest.description))
     }
+
+    /// An upstream cuts a transfer whose bytes were corrupt, then ignores the resume `Range` and sends the right
+    /// blob from byte 0. Readers already had the first attempt's bytes (corrupt byte included) and continue from
+    /// their offsets, so a fill that verified only the second attempt would hand them a complete, wrong body.
+    /// The restarted body must repeat the bytes readers may have had, or the fill fails.
+    @Test func aRestartedBodyThatDiffersFromTheFirstAttemptFailsTheFill() async throws {
+        let storage = try Storage()
+        defer { storage.remove() }
+        let bytes = FaultUpstream.randomBytes(6 << 20)
+        var corrupt = bytes
+        corrupt[1 << 20] ^= 0xFF
+        let fill = try BlobFill(store: storage.store, digest: Self.digest(bytes))
+        let writer = fill.makeWriter()
+        try writer.expect(size: Int64(bytes.count))
+        // First attempt: 3 MiB, a corrupt byte at 1 MiB, then the connection drops.
+        try corrupt.withUnsafeBytes { raw in try writer.append(UnsafeRawBufferPointer(rebasing: raw[0..<(3 << 20)])) }
+        // A reader takes what is visible, the corrupt byte among it.
+        let visible = Int(try await fill.waitForBytes(atLeast: 2 << 20))
+        var got = [UInt8](repeating: 0, count: visible)
+        var offset = 0
+        while offset < visible {
+            let n = got.withUnsafeMutableBytes { fill.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[offset...]), at: Int64(offset)) }
+            try #require(n > 0)
+            offset += n
+        }
+        #expect(got[1 << 20] == corrupt[1 << 20])
+        // Second attempt: the upstream ignores the Range and sends the correct blob from byte 0.
+        writer.restart()
+        let result = await Self.produce(bytes, into: writer)
+        // The reader would go on from `visible` with the second attempt's bytes: the fill must not verify.
+        #expect(throws: BlobStoreError.contentChanged(offset: 1 << 20)) { try result.get() }
+        // As the mirror does when an append fails (BlobFills): the fill fails and readers get the error.
+        if case .failure = result { writer.fail(DistributionError(.unavailable, "bad restart")) }
+        await #expect(throws: DistributionError.self) { try await fill.waitForBytes(atLeast: Int64(bytes.count)) }
+        #expect(!storage.store.contains(fill.digest))
+        #expect(storage.tmpFiles.isEmpty)
+    }
+
+    /// The same restart with an upstream that repeats the first attempt's bytes exactly still verifies.
+    @Test func aRestartedBodyThatRepeatsTheFirstAttemptVerifies() async throws {
+        let storage = try Storage()
+        defer { storage.remove() }
+        let bytes = FaultUpstream.randomBytes(6 << 20 + 7)
+        let fill = try BlobFill(store: storage.store, digest: Self.digest(bytes))
+        let writer = fill.makeWriter()
+        try writer.expect(size: Int64(bytes.count))
+        try bytes.withUnsafeBytes { raw in try writer.append(UnsafeRawBufferPointer(rebasing: raw[0..<(3 << 20)])) }
+        writer.restart()
+        let result = await Self.produce(bytes, into: writer)
+        #expect(try result.get() == true)
+        #expect(FileManager.default.contents(atPath: storage.store.path(for: fill.digest)) == Data(bytes))
+        #expect(storage.tmpFiles.isEmpty)
+    }
 }
 
 /// `st_size` and `st_blocks * 512` of `path`, or nil when it does not exist.
