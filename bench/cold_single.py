@@ -51,6 +51,27 @@ def push_blob(upstream, path, digest):
                     f"{location}{sep}digest={digest}"], check=True, capture_output=True)
 
 
+def upstream_with_blob(work, size):
+    """Starts a plain distribution upstream (the integration tests' fixture) under `work` holding one random blob of
+    `size` bytes in `bench/blob`; returns (process, upstream URL, digest)."""
+    blob = os.path.join(work, "blob")
+    h = hashlib.sha256()
+    with open(blob, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 8 << 20)); f.write(chunk); h.update(chunk); left -= len(chunk)
+    digest = "sha256:" + h.hexdigest()
+    reg_port = free_port()
+    reg = Proc([sys.executable, os.path.join(ROOT, "Tests/IntegrationTests/Fixtures/registry.py"), "--mode", "plain",
+                "--log-level", "error", "--port", str(reg_port), "--root", os.path.join(work, "registry")],
+               os.path.join(work, "registry.log"))
+    upstream = f"http://127.0.0.1:{reg_port}"
+    wait_http(upstream + "/v2/")
+    push_blob(upstream, blob, digest)
+    os.unlink(blob)
+    return reg, upstream, digest
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=512)
@@ -64,22 +85,8 @@ def main():
     procs = []
     try:
         size = args.size_mib << 20
-        blob = os.path.join(work, "blob")
-        h = hashlib.sha256()
-        with open(blob, "wb") as f:
-            left = size
-            while left:
-                chunk = os.urandom(min(left, 8 << 20)); f.write(chunk); h.update(chunk); left -= len(chunk)
-        digest = "sha256:" + h.hexdigest()
-        reg_port = free_port()
-        reg = Proc([sys.executable, os.path.join(ROOT, "Tests/IntegrationTests/Fixtures/registry.py"), "--mode", "plain",
-                    "--log-level", "error", "--port", str(reg_port), "--root", os.path.join(work, "registry")],
-                   os.path.join(work, "registry.log"))
+        reg, upstream, digest = upstream_with_blob(work, size)
         procs.append(reg)
-        upstream = f"http://127.0.0.1:{reg_port}"
-        wait_http(upstream + "/v2/")
-        push_blob(upstream, blob, digest)
-        os.unlink(blob)
         path = f"/v2/bench/blob/blobs/{digest}"
         curl_get(upstream + path)  # the upstream's copy in the page cache for everyone
 

@@ -9,10 +9,10 @@ before each round.
 
 Usage: bench/tls_warm.py [--size-mib 100] [--clients 32] [--rounds 3] [--cove .build/release/cove]
 """
-import argparse, hashlib, os, subprocess, sys, tempfile, time
+import argparse, os, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Proc, free_port, loadavg, peak_rss_mib, reset_peak, wait_http  # noqa: E402
-from cold_single import push_blob  # noqa: E402
+from benchlib import Proc, free_port, loadavg, peak_rss_mib, reset_peak  # noqa: E402
+from cold_single import upstream_with_blob  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,22 +28,8 @@ def main():
     procs = []
     try:
         size = args.size_mib << 20
-        blob = os.path.join(work, "blob")
-        h = hashlib.sha256()
-        with open(blob, "wb") as f:
-            left = size
-            while left:
-                chunk = os.urandom(min(left, 8 << 20)); f.write(chunk); h.update(chunk); left -= len(chunk)
-        digest = "sha256:" + h.hexdigest()
-        reg_port = free_port()
-        reg = Proc([sys.executable, os.path.join(ROOT, "Tests/IntegrationTests/Fixtures/registry.py"), "--mode", "plain",
-                    "--log-level", "error", "--port", str(reg_port), "--root", os.path.join(work, "registry")],
-                   os.path.join(work, "registry.log"))
+        reg, upstream, digest = upstream_with_blob(work, size)
         procs.append(reg)
-        upstream = f"http://127.0.0.1:{reg_port}"
-        wait_http(upstream + "/v2/")
-        push_blob(upstream, blob, digest)
-        os.unlink(blob)
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", os.path.join(work, "key.pem"),
                         "-out", os.path.join(work, "cert.pem")], check=True, capture_output=True)
