@@ -293,7 +293,6 @@ public final class BlobFillWriter: @unchecked Sendable {
     let fill: BlobFill
     private let pipeline: FillPipeline
     private var written: Int64 = 0
-    private var restarted = false
     /// After a restart, the temp file's bytes below this offset are an earlier attempt's, which readers may already
     /// have sent: the restarted body must repeat them exactly (checked as it arrives) or the fill fails, since
     /// verification covers only the restarted body.
@@ -365,7 +364,6 @@ public final class BlobFillWriter: @unchecked Sendable {
         // After the drain in `pipeline.restart`: every earlier byte is in the file.
         earlierEnd = max(earlierEnd, Self.fileSize(fill.fd))
         written = 0
-        restarted = true
         // No truncation: readers keep their offsets (and may be reading or sending the file's bytes right now);
         // the same content-addressed bytes are rewritten, and the final verification still guards the whole
         // (`commit` also refuses a file longer than the restarted body).
@@ -407,7 +405,7 @@ public final class BlobFillWriter: @unchecked Sendable {
             if let expectedSize, expectedSize != written { throw BlobStoreError.sizeMismatch(expected: expectedSize, actual: written) }
             // A body restarted from byte 0 (not truncated: readers may be sending the file) that ended short of the
             // first attempt's bytes: those were not this blob's, and readers may have sent them.
-            if restarted, Self.fileSize(fill.fd) > written { throw BlobStoreError.sizeMismatch(expected: written, actual: Self.fileSize(fill.fd)) }
+            if earlierEnd > written { throw BlobStoreError.sizeMismatch(expected: written, actual: earlierEnd) }
             let actual = pipeline.hasher.finalize()
             guard actual == fill.digest || digestVerifiedByCaller else { throw BlobStoreError.digestMismatch(expected: fill.digest, actual: actual) }
         } catch let error as BlobStoreError {

@@ -16,10 +16,11 @@ import Glibc
 ///
 /// Written bytes are reported through `onWritten` (the file offset everything below is in the file), from the
 /// writer thread. Received bytes are reported through `onReceived` (the file offset everything below is in the
-/// ring or the file), from the producer's thread, as soon as they are in the ring: readers are handed bytes before they are
-/// written or hashed, so a client's copy does not wait for the page-cache write (the fill still withholds the
-/// blob's last byte until `drain` and the digest check). Errors of either thread are kept and thrown by the next
-/// `append` or by `drain`. One producer drives `append`, `drain`, `restart` and `stop`, one call at a time.
+/// ring or the file), from the producer's thread, as soon as they are in the ring: readers are handed bytes
+/// before they are written or hashed, so a client's copy does not wait for the page-cache write (the fill still
+/// withholds the blob's last byte until `drain` and the digest check). Errors of either thread are kept and
+/// thrown by the next `append` or by `drain`. One producer drives `append`, `drain`, `restart` and `stop`, one
+/// call at a time.
 final class FillPipeline: @unchecked Sendable {
     /// Ring size in bytes.
     static let capacity = 4 << 20

@@ -31,8 +31,8 @@ import Glibc
 ///
 /// **Descriptors**: the blob file's descriptor stays the `BlobFile`'s (or the `BlobFill`'s). Each response
 /// duplicates it into a `NIOFileHandle` (`Stream`) that only it closes, after every write that used it has
-/// completed; NIO never closes a `FileRegion`'s handle. An evicted (unlinked) file keeps its bytes while the descriptor is open, and the
-/// caller's lease keeps eviction away until the body ends anyway.
+/// completed; NIO never closes a `FileRegion`'s handle. An evicted (unlinked) file keeps its bytes while the
+/// descriptor is open, and the caller's lease keeps eviction away until the body ends anyway.
 enum BlobSendfile {
     /// Bytes per `FileRegion`. Each region costs one hop to the event loop and back; between regions the bytes
     /// already in the socket buffer keep the connection busy. The access log and the byte counters count whole
