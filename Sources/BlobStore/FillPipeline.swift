@@ -91,7 +91,10 @@ final class FillPipeline: @unchecked Sendable {
         ring = .allocate(byteCount: Self.capacity, alignment: 4096)
         running = 2
         for (name, work) in [("cove-fill-write", Work.write), ("cove-fill-hash", Work.hash)] {
-            let t = Thread { self.consume(work) }
+            let t = Thread {
+                Self.nameCurrentThread(name)
+                self.consume(work)
+            }
             t.name = name
             t.stackSize = 256 << 10
             t.start()
@@ -275,6 +278,15 @@ final class FillPipeline: @unchecked Sendable {
         running -= 1
         lock.broadcast()
         lock.unlock()
+    }
+
+    /// Gives the calling thread its kernel name (what `top -H`, `ps -L` and `perf` show): Foundation does not
+    /// pass `Thread.name` on to the kernel on Linux. glibc's `pthread_setname_np` is looked up at run time, as the
+    /// Swift Glibc module does not declare it (it sits behind `_GNU_SOURCE`). Names are cut to 15 bytes.
+    static func nameCurrentThread(_ name: String) {
+        typealias SetName = @convention(c) (pthread_t, UnsafePointer<CChar>) -> Int32
+        guard let symbol = dlsym(nil, "pthread_setname_np") else { return }
+        _ = unsafeBitCast(symbol, to: SetName.self)(pthread_self(), String(name.utf8.prefix(15))!)
     }
 
     /// `pwrite`s all `count` bytes at `offset`, retrying on EINTR and short writes.
