@@ -141,13 +141,14 @@ struct FailoverTests {
 
         let (m, seconds) = try await timed { try await curl("\(cove.url)/v2/team/app/manifests/v1") }
         #expect(m.status == 200 && m.body == image.manifest)
-        #expect(seconds >= 0.9 && seconds < 4)
+        // Without the 1 s limit the GET would wait the other endpoints' 30 s; the slack is for a loaded machine.
+        #expect(seconds >= 0.9 && seconds < 15)
         #expect(silent.accepted == 1)
         // Blob transfers have no total timeout; a silent endpoint would hold them for the low-speed time, but
         // it is cooling down, so it is not asked at all.
         let (b, blobSeconds) = try await timed { try await curl("\(cove.url)/v2/team/app/blobs/\(image.layerDigests[0])") }
         #expect(b.status == 200 && b.body == image.layers[0])
-        #expect(blobSeconds < 1)
+        #expect(blobSeconds < 10)
         #expect(silent.accepted == 1)
     }
 
@@ -157,12 +158,12 @@ struct FailoverTests {
         let image = up.addImage("team/app", tag: "v1")
         let hole = try SwitchableEndpoint(.blackHole)
         defer { hole.stop() }
-        let cove = try await Self.cove([InProcessCove.endpoint(hole.url, connectTimeout: 1, requestTimeout: 10), InProcessCove.endpoint(up.url)])
+        let cove = try await Self.cove([InProcessCove.endpoint(hole.url, connectTimeout: 1, requestTimeout: 40), InProcessCove.endpoint(up.url)])
         defer { cove.stop() }
 
         let (p, seconds) = try await timed { try await pull(cove, "team/app", tag: "v1") }
         #expect(p.ok && p.manifest.body == image.manifest)
-        #expect(seconds >= 0.9 && seconds < 5, "a black hole must cost the 1 s connect timeout, not the 10 s request timeout")
+        #expect(seconds >= 0.9 && seconds < 20, "a black hole must cost the 1 s connect timeout, not the 40 s request timeout")
         #expect(hole.accepted == 0)
         let lastError = cove.registry("registry.test")?.endpoints[0].lastError ?? ""
         #expect(lastError.contains("curl 28"), "\(lastError)")  // CURLE_OPERATION_TIMEDOUT
