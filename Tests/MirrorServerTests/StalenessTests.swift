@@ -63,10 +63,12 @@ struct StalenessTests {
         let relay = try SwitchableEndpoint(.forward(up.port))
         defer { relay.stop() }
         let cove = try await InProcessCove(registries: [
-            RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint(relay.url, connectTimeout: 1, requestTimeout: 1.5)]),
+            RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint(relay.url, connectTimeout: 1, requestTimeout: 20)]),
         ], configuration: MirrorConfiguration(tagTTL: Self.ttl))
         defer { cove.stop() }
-        // Caching the image is the set-up, not the subject: with a 1.5 s deadline a loaded machine can miss it once.
+        // Caching the image is the set-up, not the subject: a loaded machine can miss a deadline once.
+        // The revalidation of a cached tag is bounded by the 1 s connect timeout, not the 20 s request timeout:
+        // the time bounds below leave room for a loaded machine and still fail if it waited for the latter.
         var first = try await pull(cove, "busybox", tag: "latest")
         for _ in 0..<3 where !first.ok { first = try await pull(cove, "busybox", tag: "latest") }
         #expect(first.ok)
@@ -91,7 +93,7 @@ struct StalenessTests {
         #expect(stale.headers["docker-content-digest"] == image.digest.description)
         #expect(stale.headers["x-cove-cache"] == "stale")
         #expect(stale.headers["warning"]?.hasPrefix("110 ") == true)
-        #expect(seconds < 1.5 + 3, "stale answer took \(seconds) s")
+        #expect(seconds < 10, "stale answer took \(seconds) s")
         // containerd resolves with HEAD: same answer without a body.
         let head = try await curl("\(cove.url)/v2/busybox/manifests/latest", method: "HEAD")
         #expect(head.status == 200 && head.headers["x-cove-cache"] == "stale")
@@ -105,7 +107,7 @@ struct StalenessTests {
             return out
         }
         #expect(zip(blobs, image.blobs.map(\.1) + [image.manifest]).allSatisfy { $0.status == 200 && $0.body == $1 && $0.headers["x-cove-cache"] == nil })
-        #expect(blobSeconds < 3, "cached content must not wait for the failed upstream")
+        #expect(blobSeconds < 10, "cached content must not wait for the failed upstream")
         #expect(up.count("GET", "/blobs/") == upstreamBlobGets)
     }
 
@@ -116,7 +118,7 @@ struct StalenessTests {
         let relay = try SwitchableEndpoint(.forward(up.port))
         defer { relay.stop() }
         let cove = try await InProcessCove(registries: [
-            RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint(relay.url, connectTimeout: 1, requestTimeout: 8)]),
+            RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint(relay.url, connectTimeout: 1, requestTimeout: 30)]),
         ], configuration: MirrorConfiguration(tagTTL: Self.ttl))
         defer { cove.stop() }
         #expect(try await pull(cove, "busybox", tag: "latest").ok)
@@ -128,7 +130,7 @@ struct StalenessTests {
         for round in 0..<2 {
             let (p, seconds) = try await timed { try await pull(cove, "busybox", tag: "latest") }
             #expect(p.ok && p.manifest.headers["x-cove-cache"] == "stale", "round \(round)")
-            #expect(seconds < 5, "round \(round): a cached pull took \(seconds) s with a 1 s connect timeout (request timeout 8 s)")
+            #expect(seconds < 12, "round \(round): a cached pull took \(seconds) s with a 1 s connect timeout (request timeout 30 s)")
         }
     }
 
@@ -141,7 +143,7 @@ struct StalenessTests {
         let relay = try SwitchableEndpoint(.forward(up.port))
         defer { relay.stop() }
         let cove = try await InProcessCove(registries: [
-            RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint(relay.url, connectTimeout: 1, requestTimeout: 4)]),
+            RegistryConfiguration(name: "docker.io", endpoints: [InProcessCove.endpoint(relay.url, connectTimeout: 1, requestTimeout: 30)]),
         ], configuration: MirrorConfiguration(tagTTL: Self.ttl))
         defer { cove.stop() }
         #expect(try await pull(cove, "busybox", tag: "latest").ok)
@@ -149,7 +151,7 @@ struct StalenessTests {
         try await Task.sleep(for: .milliseconds(Int(Self.ttl * 1000) + 150))
         let (m, seconds) = try await timed { try await curl("\(cove.url)/v2/busybox/manifests/latest") }
         #expect(m.status == 200 && m.headers["x-cove-cache"] == "stale")
-        #expect(seconds < 3.5, "a cached tag took \(seconds) s with a 1 s connect timeout (request timeout 4 s)")
+        #expect(seconds < 12, "a cached tag took \(seconds) s with a 1 s connect timeout (request timeout 30 s)")
     }
 
     @Test func digestsAlreadyCachedNeverContactTheUpstream() async throws {
