@@ -15,7 +15,7 @@ Usage: bench/cold_cpu.py [--size-mib 512] [--rounds 3] [--only cove,dist] [--cov
 import argparse, os, resource, shutil, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import Proc, free_port, wait_http  # noqa: E402
-from cold_single import upstream_with_blob  # noqa: E402
+from cold_single import start_dist_proxy, upstream_with_blob  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HZ = os.sysconf("SC_CLK_TCK")
@@ -38,21 +38,6 @@ def machine_jiffies():
     """(busy, total) CPU seconds of the whole machine since boot."""
     v = list(map(int, open("/proc/stat").readline().split()[1:]))
     return (sum(v) - v[3] - v[4]) / HZ, sum(v) / HZ
-
-
-def start_dist(storage, port, upstream, log):
-    os.makedirs(storage)
-    conf = os.path.join(storage, "config.yml")
-    with open(conf, "w") as f:
-        f.write(f"""version: 0.1
-log: {{level: error, accesslog: {{disabled: true}}}}
-storage:
-  filesystem: {{rootdirectory: {storage}/data}}
-  redirect: {{disable: true}}
-http: {{addr: "127.0.0.1:{port}", secret: bench-secret}}
-proxy: {{remoteurl: "{upstream}"}}
-""")
-    return Proc(["docker-registry", "serve", conf], log)
 
 
 def main():
@@ -84,7 +69,7 @@ def main():
                 port = free_port()
                 log = os.path.join(work, f"{name}-{rnd}.log")
                 if name == "dist":
-                    p = start_dist(storage, port, upstream, log)
+                    p = start_dist_proxy(storage, port, upstream, log)
                 else:
                     p = Proc([binaries[name], "serve", "--listen", f"127.0.0.1:{port}", "--storage", storage,
                               "--upstream", upstream, "--log-level", "warning"], log)

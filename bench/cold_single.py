@@ -72,6 +72,23 @@ def upstream_with_blob(work, size):
     return reg, upstream, digest
 
 
+def start_dist_proxy(storage, port, upstream, log):
+    """Starts Debian's docker-registry 2.8 as a pull-through cache (`proxy: remoteurl:`) of `upstream` on
+    127.0.0.1:`port`, storing under `storage` (created), access log off."""
+    os.makedirs(storage)
+    conf = os.path.join(storage, "config.yml")
+    with open(conf, "w") as f:
+        f.write(f"""version: 0.1
+log: {{level: error, accesslog: {{disabled: true}}}}
+storage:
+  filesystem: {{rootdirectory: {storage}/data}}
+  redirect: {{disable: true}}
+http: {{addr: "127.0.0.1:{port}", secret: bench-secret}}
+proxy: {{remoteurl: "{upstream}"}}
+""")
+    return Proc(["docker-registry", "serve", conf], log)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=512)
@@ -94,18 +111,7 @@ def main():
             storage = os.path.join(work, f"{name}-{rnd}")
             port = free_port()
             if name == "dist":
-                os.makedirs(storage)
-                conf = os.path.join(storage, "config.yml")
-                with open(conf, "w") as f:
-                    f.write(f"""version: 0.1
-log: {{level: error, accesslog: {{disabled: true}}}}
-storage:
-  filesystem: {{rootdirectory: {storage}/data}}
-  redirect: {{disable: true}}
-http: {{addr: "127.0.0.1:{port}", secret: bench-secret}}
-proxy: {{remoteurl: "{upstream}"}}
-""")
-                p = Proc(["docker-registry", "serve", conf], os.path.join(work, f"{name}-{rnd}.log"))
+                p = start_dist_proxy(storage, port, upstream, os.path.join(work, f"{name}-{rnd}.log"))
             else:
                 env = dict(os.environ)
                 if name == "cove-inline":

@@ -35,12 +35,7 @@ struct Serve: AsyncParsableCommand {
         let level = Logger.Level(rawValue: config.logLevel) ?? .info
         let json = config.logFormat == "json"
         LoggingSystem.bootstrap { label in
-            if json {
-                var handler = JSONLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            }
-            var handler = TextLogHandler(label: label)
+            var handler = LogLineHandler(label: label, format: json ? .json : .text)
             handler.logLevel = level
             return handler
         }
