@@ -61,7 +61,7 @@ struct BlobStreamingBackpressureTests {
         }
         // Wait (bounded) until the writer has filled its buffers, then a while longer: time enough for page-cache
         // reads of the other 30 chunks if nothing held them back.
-        for _ in 0..<1000 where tally.queued < BlobStreaming.buffersPerResponse {
+        for _ in 0..<3000 where tally.queued < BlobStreaming.buffersPerResponse {
             try await Task.sleep(for: .milliseconds(10))
         }
         try await Task.sleep(for: .milliseconds(300))
