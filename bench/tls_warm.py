@@ -5,13 +5,14 @@ bound on the path that cannot use sendfile). Results: bench/RESULTS.md.
 Everything on 127.0.0.1: a plain distribution upstream (Tests/IntegrationTests/Fixtures/registry.py) holding one
 incompressible blob; Cove (release build) on a TLS listener with a self-signed certificate; the blob is fetched once
 (cold) and then GET by `--clients` curl processes at once, `--rounds` times. Peak RSS is Cove's VmHWM, reset
-before each round.
+before each round; beside it the largest RssAnon (heap and anonymous mappings: the buffers) and RssFile (the mapped
+binary and libraries) seen in 50 ms samples, which can miss a short spike that VmHWM catches.
 
 Usage: bench/tls_warm.py [--size-mib 100] [--clients 32] [--rounds 3] [--cove .build/release/cove]
 """
 import argparse, os, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Proc, free_port, loadavg, peak_rss_mib, reset_peak  # noqa: E402
+from benchlib import Proc, RssSampler, free_port, loadavg, peak_rss_mib, reset_peak  # noqa: E402
 from cold_single import upstream_with_blob  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,14 +55,16 @@ upstream: {{url: "{upstream}"}}
         print(f"{args.size_mib} MiB blob, {args.clients} clients over TLS, load {loadavg()}")
         for r in range(args.rounds):
             reset_peak(cove.p.pid)
+            sampler = RssSampler(cove.p.pid)
             start = time.time()
             clients = [subprocess.Popen(["curl", "-skf", "--max-time", "300", "-o", "/dev/null", "-w", "%{size_download}", url],
                                         stdout=subprocess.PIPE, text=True) for _ in range(args.clients)]
             sizes = [int(c.communicate()[0] or 0) for c in clients]
             took = time.time() - start
+            anon, mapped = sampler.stop()
             bad = sum(1 for s in sizes if s != size)
-            print(f"round {r + 1}: {args.clients * size / took / 1e9:.2f} GB/s aggregate, peak RSS {peak_rss_mib(cove.p.pid):.0f} MiB, "
-                  f"{bad} incomplete, load {loadavg()}")
+            print(f"round {r + 1}: {args.clients * size / took / 1e9:.2f} GB/s aggregate, peak RSS {peak_rss_mib(cove.p.pid):.0f} MiB "
+                  f"(sampled RssAnon {anon:.0f}, RssFile {mapped:.0f} MiB), {bad} incomplete, load {loadavg()}")
     finally:
         for p in procs:
             p.stop()

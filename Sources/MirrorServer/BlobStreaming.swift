@@ -8,9 +8,12 @@ import NIOPosix
 ///
 /// Where it cannot `sendfile` (TLS, or the newest bytes of a fill), it copies into buffers: `pread`s of up to
 /// 256 KiB on NIO's blocking-I/O thread pool, so a cold disk never stalls an event loop, or, for bytes still in a
-/// fill's ring, a memory copy on the task itself. Each response rotates through four buffers and reuses their
+/// fill's ring, a memory copy on the task itself. Each response alternates between two buffers and reuses their
 /// storage once the channel has let go of it: allocating a fresh buffer per chunk made glibc's per-thread arenas
-/// grow to gigabytes with 32 clients (bench/RESULTS.md). From a fill in flight the writer sends whatever has
+/// grow to gigabytes with 32 clients (bench/RESULTS.md). A buffer is refilled only after the channel's event loop
+/// has taken its last write (`BufferBox.taken`): the body writer returns as soon as it has queued a write for the
+/// event loop, and while that loop was busy encrypting for other connections, TLS responses piled up to 20
+/// queued 256 KiB chunks each (bench/RESULTS.md, "TLS: bounded queue"). From a fill in flight the writer sends whatever has
 /// landed (and verified, for the last byte) and waits on the fill's notification for more; a failed fill throws,
 /// which aborts the connection so the client never sees a complete body.
 enum BlobStreaming {
@@ -18,6 +21,10 @@ enum BlobStreaming {
     static let chunkSize = 256 << 10
     /// Bytes a reader of a fill in flight waits for before it sends again, unless the blob ends sooner.
     static let wakeSize = 128 << 10
+    /// Buffers a response fills in turn: one being read into while the event loop takes the other; also the
+    /// most chunks per response that wait for the event loop. More measured no faster over TLS, and each costs
+    /// `chunkSize` per connection (bench/RESULTS.md, "TLS: bounded queue").
+    static let buffersPerResponse = 2
 
     /// Writes a blob's range with `sendfile(2)` (`BlobSendfile`) where it can: when the connection takes file
     /// regions (plaintext, `SendfileHTTP1Channel`), all of a committed file, and of a fill in flight the part
@@ -35,7 +42,7 @@ enum BlobStreaming {
         switch body {
         case .file(let file):
             if try await BlobSendfile.write(file, range: range, to: channel, sent: sent) == .sent { return }
-            try await write(body, range: range, to: &writer)
+            try await write(body, range: range, to: &writer, eventLoop: channel.eventLoop)
         case .fill(let fill):
             let stream = BlobSendfile.Stream(fd: fill.fd, channel: channel, sent: sent)
             if stream != nil { fill.beginFileReads() }
@@ -45,16 +52,20 @@ enum BlobStreaming {
                     fill.endFileReads()
                 }
             }
-            try await write(body, range: range, to: &writer, gone: gone, sendfile: stream)
+            try await write(body, range: range, to: &writer, eventLoop: channel.eventLoop, gone: gone, sendfile: stream)
         }
     }
 
     /// - Parameters:
+    ///   - eventLoop: the event loop of the channel `writer` writes to; a buffer is refilled only once this loop has
+    ///     run its last write through the pipeline, so no more than `buffersPerResponse` chunks per response wait
+    ///     in its task queue (and the channel's writability, which then holds further writes back, is up to date).
+    ///     `nil` leaves that wait out.
     ///   - gone: fires when the client went away: a wait for fill bytes then ends (`CancellationError`).
     ///   - sendfile: for a fill in flight on a connection that takes file regions: bytes already in the temp file
     ///     go out with `sendfile(2)` from it, the newest ones (still only in the fill's ring) are copied.
-    static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, gone: ReaderGone? = nil,
-                      sendfile: BlobSendfile.Stream? = nil) async throws {
+    static func write(_ body: BlobBody, range: ByteRange, to writer: inout any ResponseBodyWriter, eventLoop: (any EventLoop)? = nil,
+                      gone: ReaderGone? = nil, sendfile: BlobSendfile.Stream? = nil) async throws {
         var offset = range.start
         let end = range.end + 1
         let capacity = Int(min(Int64(chunkSize), range.count))
@@ -77,10 +88,11 @@ enum BlobStreaming {
                     sendfile = nil
                 }
             }
-            if boxes.isEmpty { boxes = (0..<4).map { _ in BufferBox(capacity: capacity) } }
+            if boxes.isEmpty { boxes = (0..<buffersPerResponse).map { _ in BufferBox(capacity: capacity) } }
             let count = Int(min(Int64(chunkSize), available - offset))
             let box = boxes[next]
             next = (next + 1) % boxes.count
+            try await box.taken?.get()
             let at = offset
             // The newest bytes of a fill are in its ring: a memory copy, no trip to the blocking-I/O pool.
             var copied = false
@@ -90,6 +102,8 @@ enum BlobStreaming {
             offset += Int64(buffer.readableBytes)
             try await writer.write(buffer)
             box.give(back: buffer)
+            // Event loop tasks run in order: this one runs after the write the writer just queued.
+            box.taken = eventLoop?.submit {}
         }
     }
 
@@ -97,6 +111,9 @@ enum BlobStreaming {
     /// `var` would share storage and force a copy-on-write allocation).
     final class BufferBox: @unchecked Sendable {
         private var buffer: ByteBuffer
+        /// Completes once the channel's event loop has run the last write of this buffer through the pipeline
+        /// (TLS has then encrypted it, and the storage is free to reuse); `nil` before the first write.
+        var taken: EventLoopFuture<Void>?
 
         init(capacity: Int) { buffer = ByteBufferAllocator().buffer(capacity: capacity) }
 
