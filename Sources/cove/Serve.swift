@@ -88,11 +88,14 @@ struct Serve: AsyncParsableCommand {
         let admin = AdminSocketService(path: AdminChannel.socketPath(storage: storage),
                                        cache: CacheAdmin(mirror: mirror, reconciliation: reconciliation, logger: Logger(label: "cove.admin")),
                                        logger: Logger(label: "cove.admin"))
+        // TLS connections cut at the deadline still wait up to `closeWait` for their clients' close_notify: that
+        // comes out of the budget, so Cove is gone within `shutdown_timeout` either way.
+        let drainBudget = max(0, config.shutdownTimeout - (certificates == nil ? 0 : ListenerCertificates.closeWait))
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, within: config.shutdownTimeout, logger: logger), app,
+            services: [CacheMaintenance(mirror: mirror), FillDrain(mirror: mirror, within: drainBudget, logger: logger), app,
                        ReconciliationService(reconciliation: reconciliation), admin, reload, ShutdownAnnouncer(readiness: readiness, logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(config.shutdownTimeout * 1000))
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(drainBudget * 1000))
         let group = ServiceGroup(configuration: groupConfiguration)
         try await group.run()
         logger.notice("cove stopped")

@@ -41,6 +41,12 @@ final class ListenerCertificates: Sendable {
         }
     }
 
+    /// Seconds a closing TLS connection waits for the client's `close_notify` before it closes the socket anyway
+    /// (NIOSSL's default is 5 s). A client that stopped reading never answers, and at shutdown that wait came on
+    /// top of `shutdown_timeout` (past systemd's `TimeoutStopSec`); `cove serve` takes it out of the shutdown
+    /// budget instead.
+    static let closeWait = 1.0
+
     /// A server context for the files: TLS 1.2 or later, HTTP/1.1 only (ALPN), the chain leaf first.
     static func makeContext(_ files: TLSFiles) throws(TLSSetupError) -> NIOSSLContext {
         let chainBytes = try read(files.certificate, key: "tls.certificate")
@@ -58,6 +64,7 @@ final class ListenerCertificates: Sendable {
                                                                      privateKey: .privateKey(privateKey))
         configuration.minimumTLSVersion = .tlsv12
         configuration.applicationProtocols = ["http/1.1"]
+        configuration.shutdownTimeout = .milliseconds(Int64(closeWait * 1000))
         do { return try NIOSSLContext(configuration: configuration) } catch {
             throw TLSSetupError(key: "tls.key", path: files.key, "does not match the certificate in \(files.certificate) (\(error))")
         }

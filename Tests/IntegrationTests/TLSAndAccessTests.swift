@@ -197,6 +197,68 @@ struct TLSAndAccessTests {
         assert conn.sock is sock, "reconnected"
         """
 
+    /// A TLS client that stopped reading mid-blob is cut at `shutdown_timeout`, and Cove is gone by then: the wait
+    /// for that client's TLS `close_notify` (NIOSSL's 5 s by default) used to come on top, past systemd's
+    /// `TimeoutStopSec` with the default 25 s.
+    @Test func aStalledTLSClientDoesNotHoldShutdownPastTheTimeout() async throws {
+        let size = 16 << 20
+        let fixture = try await Fixture(mode: .plain, blobSize: size)
+        defer { fixture.shutdown() }
+        try await fixture.push("big")
+        let layer = try #require(fixture.image("big").blobs.first { $0.size == size })
+        let pki = try TestPKI(in: fixture.dir)
+        try await pki.makeCA("ca")
+        let cert = pki.path("server.crt"), key = pki.path("server.key")
+        try await pki.issue(ca: "ca", commonName: "cove", serial: 1, certificate: cert, key: key)
+        let (cove, port) = try await startCove(fixture, name: "cove-tls-stop", yaml: """
+            upstream:
+              url: "\(fixture.registryURL)"
+            shutdown_timeout: 2s
+            tls:
+              certificate: "\(cert)"
+              key: "\(key)"
+            """, caFile: pki.path("ca.crt"))
+        defer { cove.stop() }
+        let url = "https://127.0.0.1:\(port)/v2/big/blobs/\(layer.digest)"
+        #expect(try await curlTLS(url, ca: pki.path("ca.crt")).status == "200")  // cached now
+
+        let ready = fixture.dir.appendingPathComponent("stalled").path
+        let stalled = try ProcessHandle(name: "stalled-client", executable: "python3",
+                                        arguments: ["-c", Self.stalledClient, "127.0.0.1", String(port), pki.path("ca.crt"),
+                                                    "/v2/big/blobs/\(layer.digest)", ready],
+                                        logDirectory: fixture.logDirectory, maxLifetime: 90)
+        defer { stalled.stop() }
+        for _ in 0..<300 where !FileManager.default.fileExists(atPath: ready) { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(FileManager.default.fileExists(atPath: ready), "the client never got the response's first byte\n\(stalled.logTail())")
+        try await Task.sleep(for: .milliseconds(500))  // Cove's buffers towards the client fill up
+
+        // Straight to cove: `timeout` would SIGKILL it 5 s after forwarding a SIGTERM.
+        let pid = try #require(cove.childPID)
+        let start = Date()
+        #expect(kill(pid, SIGTERM) == 0)
+        for _ in 0..<400 where cove.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        let seconds = Date().timeIntervalSince(start)
+        #expect(cove.exitStatus == 0, "\(cove.logTail())")
+        // 2 s, plus room for a loaded machine; the 5 s close wait on top made it 7 s.
+        #expect(seconds < 5.5, "Cove took \(seconds) s to exit with shutdown_timeout 2s")
+        #expect(cove.stderr.contains("cove stopped"), "\(cove.logTail())")
+    }
+
+    /// Python client: one TLS connection with a tiny receive buffer (trusting argv[3]), `GET argv[4]`, one byte of
+    /// the answer, then the file argv[5], and it never reads again.
+    static let stalledClient = """
+        import socket, ssl, sys, time
+        host, port, ca, path, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect((host, port))
+        conn = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname=host)
+        conn.sendall(f"GET {path} HTTP/1.1\\r\\nHost: {host}\\r\\n\\r\\n".encode())
+        conn.recv(1)
+        open(ready, "w").close()
+        time.sleep(60)
+        """
+
     @Test func badTLSFilesFailAtStartNamingTheKey() async throws {
         let fixture = try await Fixture()
         defer { fixture.shutdown() }
