@@ -77,6 +77,19 @@ func startCove(_ fixture: Fixture, name: String, yaml: String, caFile: String? =
     throw IntegrationError("\(name) did not answer /healthz within 60 s\n\(handle.logTail())")
 }
 
+/// Starts `cove serve` with TLS from `pki`'s `server.crt` / `server.key` (clients trust `<ca>.crt`) in front of the
+/// fixture's registry, plus `extraYAML` (top-level keys).
+func startTLSCove(_ fixture: Fixture, name: String, pki: TestPKI, ca: String, extraYAML: String = "") async throws -> (ProcessHandle, Int) {
+    try await startCove(fixture, name: name, yaml: """
+        upstream:
+          url: "\(fixture.registryURL)"
+        tls:
+          certificate: "\(pki.path("server.crt"))"
+          key: "\(pki.path("server.key"))"
+        \(extraYAML)
+        """, caFile: pki.path("\(ca).crt"))
+}
+
 /// The subject and serial of the certificate a new TLS connection to `port` is presented (openssl s_client).
 func presentedCertificate(port: Int) async throws -> String {
     let r = try await runCommand("sh", ["-c", "openssl s_client -connect 127.0.0.1:\(port) </dev/null 2>/dev/null | openssl x509 -noout -subject -serial"],
@@ -106,13 +119,7 @@ struct TLSAndAccessTests {
         try await pki.makeCA("ca-two")
         let cert = pki.path("server.crt"), key = pki.path("server.key")
         try await pki.issue(ca: "ca-one", commonName: "cove-one", serial: 1001, certificate: cert, key: key)
-        let (cove, port) = try await startCove(fixture, name: "cove-tls", yaml: """
-            upstream:
-              url: "\(fixture.registryURL)"
-            tls:
-              certificate: "\(cert)"
-              key: "\(key)"
-            """, caFile: pki.path("ca-one.crt"))
+        let (cove, port) = try await startTLSCove(fixture, name: "cove-tls", pki: pki, ca: "ca-one")
         defer { cove.stop() }
         let host = "127.0.0.1:\(port)"
 
@@ -208,16 +215,8 @@ struct TLSAndAccessTests {
         let layer = try #require(fixture.image("big").blobs.first { $0.size == size })
         let pki = try TestPKI(in: fixture.dir)
         try await pki.makeCA("ca")
-        let cert = pki.path("server.crt"), key = pki.path("server.key")
-        try await pki.issue(ca: "ca", commonName: "cove", serial: 1, certificate: cert, key: key)
-        let (cove, port) = try await startCove(fixture, name: "cove-tls-stop", yaml: """
-            upstream:
-              url: "\(fixture.registryURL)"
-            shutdown_timeout: 2s
-            tls:
-              certificate: "\(cert)"
-              key: "\(key)"
-            """, caFile: pki.path("ca.crt"))
+        try await pki.issue(ca: "ca", commonName: "cove", serial: 1, certificate: pki.path("server.crt"), key: pki.path("server.key"))
+        let (cove, port) = try await startTLSCove(fixture, name: "cove-tls-stop", pki: pki, ca: "ca", extraYAML: "shutdown_timeout: 2s")
         defer { cove.stop() }
         let url = "https://127.0.0.1:\(port)/v2/big/blobs/\(layer.digest)"
         #expect(try await curlTLS(url, ca: pki.path("ca.crt")).status == "200")  // cached now
