@@ -5,6 +5,7 @@ import CoveConfig
 import Foundation
 import Logging
 import Mirror
+import MirrorServer
 import Upstream
 #if canImport(Glibc)
 import Glibc
@@ -61,7 +62,7 @@ struct Preload: AsyncParsableCommand {
         let config = try options.load()
         let level = options.logLevel.flatMap { Logger.Level(rawValue: $0) } ?? .warning
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = LogLineHandler(label: label, format: .text)
             handler.logLevel = level
             return handler
         }
